@@ -1,0 +1,132 @@
+"""Rate models: differentiable tuning curves ``rate(x) -> (n,)`` for one stimulus.
+
+Each model is a pytree (its parameters are leaves), so ``jax.grad`` reaches the
+parameters and ``jax.vmap`` batches stimuli. ``x`` is a scalar for 1-D stimuli
+or a vector ``(d,)`` for d-dimensional ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+Array = Any
+
+
+def _vec(x):
+    """Stimulus as a 1-D vector (a scalar becomes shape (1,))."""
+    return jnp.atleast_1d(jnp.asarray(x))
+
+
+@struct.dataclass
+class GaussianBumps:
+    """Bell-shaped tuning: ``f_n(x) = baseline_n + amplitude_n exp(-|x - c_n|^2 / (2 w_n^2))``.
+
+    centers: (n,) for scalar stimuli or (n, d); widths, amplitudes, baseline: (n,).
+    """
+
+    centers: Array
+    widths: Array
+    amplitudes: Array
+    baseline: Array
+
+    def __call__(self, x):
+        c = jnp.asarray(self.centers)
+        c = c[:, None] if c.ndim == 1 else c
+        d2 = jnp.sum((_vec(x)[None, :] - c) ** 2, axis=-1)
+        return self.baseline + self.amplitudes * jnp.exp(-0.5 * d2 / self.widths**2)
+
+
+@struct.dataclass
+class Sigmoids:
+    """Sigmoid tuning: ``f_n(x) = baseline_n + amplitude_n sigmoid(slope_n . x - offset_n)``.
+
+    slopes: (n,) for scalar stimuli or (n, d); offsets, amplitudes, baseline: (n,).
+    With scalar stimuli ``offset_n = slope_n * center_n`` puts the midpoint at center_n.
+    """
+
+    slopes: Array
+    offsets: Array
+    amplitudes: Array
+    baseline: Array
+
+    def __call__(self, x):
+        s = jnp.asarray(self.slopes)
+        s = s[:, None] if s.ndim == 1 else s
+        return self.baseline + self.amplitudes * jax.nn.sigmoid(s @ _vec(x) - self.offsets)
+
+
+@struct.dataclass
+class VonMises:
+    """Circular tuning for an angle x (radians):
+    ``f_n(x) = baseline_n + amplitude_n exp(kappa_n (cos(x - c_n) - 1))``.
+    """
+
+    centers: Array
+    kappas: Array
+    amplitudes: Array
+    baseline: Array
+
+    def __call__(self, x):
+        x = jnp.asarray(x)
+        return self.baseline + self.amplitudes * jnp.exp(
+            self.kappas * (jnp.cos(x - self.centers) - 1.0)
+        )
+
+
+@struct.dataclass
+class Linear:
+    """Linear map ``f(x) = A x + b``; A: (n,) for scalar stimuli or (n, d); b: (n,).
+
+    Meant for Gaussian noise (it can go negative, which Poisson noise rejects).
+    """
+
+    A: Array
+    b: Array
+
+    def __call__(self, x):
+        A = jnp.asarray(self.A)
+        A = A[:, None] if A.ndim == 1 else A
+        return A @ _vec(x) + self.b
+
+
+def _f(x, n=None):
+    return jnp.asarray(x, dtype=jnp.result_type(float))
+
+
+def _broadcast(n: int, **kw):
+    return {k: jnp.broadcast_to(_f(v), (n,)) for k, v in kw.items()}
+
+
+def gaussian_bumps(centers, widths=1.0, amplitudes=1.0, baseline=0.0) -> GaussianBumps:
+    """Gaussian tuning curves; scalars broadcast to the number of centres."""
+    centers = _f(centers)
+    centers = jnp.atleast_1d(centers)
+    n = centers.shape[0]
+    return GaussianBumps(centers, **_broadcast(n, widths=widths, amplitudes=amplitudes, baseline=baseline))
+
+
+def sigmoids(centers, slopes=1.0, amplitudes=1.0, baseline=0.0) -> Sigmoids:
+    """Sigmoid tuning curves for scalar stimuli with midpoints at ``centers``."""
+    centers = jnp.atleast_1d(_f(centers))
+    n = centers.shape[0]
+    p = _broadcast(n, slopes=slopes, amplitudes=amplitudes, baseline=baseline)
+    return Sigmoids(p["slopes"], p["slopes"] * centers, p["amplitudes"], p["baseline"])
+
+
+def von_mises(centers, kappas=1.0, amplitudes=1.0, baseline=0.0) -> VonMises:
+    """Von Mises tuning curves for circular stimuli (radians)."""
+    centers = jnp.atleast_1d(_f(centers))
+    n = centers.shape[0]
+    return VonMises(centers, **_broadcast(n, kappas=kappas, amplitudes=amplitudes, baseline=baseline))
+
+
+def linear(A, b=0.0) -> Linear:
+    """Linear tuning ``A x + b``."""
+    A = _f(A)
+    A = jnp.atleast_1d(A)
+    n = A.shape[0]
+    return Linear(A, jnp.broadcast_to(_f(b), (n,)))
