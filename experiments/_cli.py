@@ -1,0 +1,19 @@
+"""Shared command line of the experiment scripts."""
+
+import argparse
+import time
+
+
+def parse(description: str):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", default="experiments/out", help="folder for the PNG and JSON (default: experiments/out)")
+    return p.parse_args()
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
