@@ -40,9 +40,10 @@ class Grid:
                 raise ValueError(f"weights: prior masses must sum to 1, got {w.sum():.9g}")
             if p.ndim == 2 and p.shape[1] == 1:
                 p = p[:, 0]
-            points, weights = p, w
-        self.points = jnp.asarray(points)
-        self.weights = jnp.asarray(weights)
+            # kept as float64 numpy arrays: jax arrays outside the x64 mode would be float32
+            self.points, self.weights = p, w
+        else:
+            self.points, self.weights = points, weights
 
     def tree_flatten(self):
         return (self.points, self.weights), None

@@ -1,0 +1,46 @@
+"""The figure scripts run end to end and their JSON carries the paper's findings."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script, tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "experiments" / script), "--out", str(tmp_path)],
+                   check=True, capture_output=True, timeout=600)
+    name = script.removesuffix(".py")
+    assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    return json.loads((tmp_path / f"{name}.json").read_text())
+
+
+def test_fig2_prior(tmp_path):
+    d = run("fig2_prior.py", tmp_path)
+    assert d["gaussian"]["ilocal_max_rel_error_within_3sd"] < 1e-3
+    assert abs(d["bimodal"]["ilocal_argmax"]) < 0.05
+    assert d["bimodal"]["ssi_local_min_at_0"]
+
+
+def test_fig3_data_processing(tmp_path):
+    d = run("fig3_data_processing.py", tmp_path)
+    v = d["max_of_IRprime_minus_IR"]
+    assert v["ilocal"] <= 0
+    assert v["specific_information"] > 0 and v["ssi"] > 0
+
+
+def test_fig5_additivity(tmp_path):
+    d = run("fig5_additivity.py", tmp_path)
+    assert d["ilocal"]["max_rel_error"] < 1e-3
+    assert d["kong2"]["max_rel_error"] > 0.05
+
+
+@pytest.mark.slow
+def test_fig1_locality(tmp_path):
+    d = run("fig1_locality.py", tmp_path)
+    far = d["far_change_ratios"][">=15"]
+    for k in ("ratio_specific_information", "ratio_ssi", "ratio_specific_surprise", "ratio_cissi"):
+        assert far[k] > 3
