@@ -259,6 +259,28 @@ def test_engine_rejects_bad_populations_and_settings():
         exact.ilocal(grid, pop, n_level=3)
     with pytest.raises(ValueError, match="g_min"):
         exact.ilocal(grid, pop, g_min=10.0, g_max=1.0)
-    with pytest.raises(ValueError, match="max_cells|population"):
-        big = N.poisson_population(N.gaussian_bumps(np.linspace(-2, 2, 6), 0.5, 30.0, 1.0))
-        exact.mutual_information(grid, big)
+    with pytest.raises(ValueError, match="n_batches"):
+        exact.monte_carlo_measures(jax.random.PRNGKey(0), grid, pop, n_batches=1)
+
+
+def test_monte_carlo_responses_agree_with_enumeration_within_standard_errors():
+    """Sampled responses (for populations too large to enumerate) against exact enumeration
+    on a population small enough for both: every measure within 4 standard errors at every
+    grid point (61 points x 7 measures: a 4-SE excursion has probability ~3e-3 in all)."""
+    grid = exact.gaussian_grid(0.0, 1.0, m=61, lo=-5, hi=5)
+    pop = N.poisson_population(N.gaussian_bumps([-1.0, 0.0, 1.0], 0.7, 3.0, 0.3))
+    ex = exact.all_measures(grid, pop)
+    mc = exact.monte_carlo_measures(jax.random.PRNGKey(1), grid, pop, n_samples=3000, n_batches=6)
+    assert set(mc) == set(ex) - {"fisher"}
+    for name, (mean, se) in mc.items():
+        assert np.all(se > 0), name
+        assert np.all(np.abs(mean - ex[name]) < 4 * se), name
+    # and the standard error is useful: a few percent of the MI
+    assert mc["mutual_information"][1] < 0.05 * float(ex["mutual_information"])
+
+
+def test_too_many_cells_points_to_monte_carlo():
+    grid = exact.gaussian_grid(0.0, 1.0, m=51)
+    big = N.poisson_population(N.gaussian_bumps(np.linspace(-2, 2, 6), 0.5, 30.0, 1.0))
+    with pytest.raises(ValueError, match="monte_carlo_measures"):
+        exact.ilocal(grid, big)

@@ -45,7 +45,7 @@ from jax.scipy.special import xlogy
 
 from jaxdecomp._quadrature import gauss_legendre, log_snr_from_variance, variance_from_log_snr
 from jaxdecomp.exact._grid import Grid, axes_of
-from jaxdecomp.exact._responses import Cells, response_cells
+from jaxdecomp.exact._responses import Cells, response_cells, sampled_cells
 from jaxdecomp.neurons._populations import _Population, joint_population
 
 
@@ -80,11 +80,12 @@ def _check_inputs(grid, population, given=None):
         raise TypeError(f"given: expected a population from jaxdecomp.neurons, got {type(given).__name__}")
 
 
-def _problem(grid: Grid, population, given=None, cell_kw=None) -> _Problem:
+def _problem(grid: Grid, population, given=None, cell_kw=None, cells=None) -> _Problem:
     _check_inputs(grid, population, given)
     pop = population if given is None else joint_population(given, population)
     points = jnp.asarray(grid.points, dtype=jnp.float64)
-    cells = response_cells(pop, np.asarray(points), **(cell_kw or {}))
+    if cells is None:
+        cells = response_cells(pop, np.asarray(points), **(cell_kw or {}))
     P = jax.jit(jax.vmap(cells.mass))(points)
     X = points[:, None] if points.ndim == 1 else points
     K = P.shape[1]
@@ -100,13 +101,18 @@ def _safe_div(a, b):
 # ----------------------------------------------------------------------------- discrete measures
 
 
-def _discrete(w, P):
-    """All measures that need no noise integral, each (m,) except the MI."""
+def _discrete(w, P, volumes=None):
+    """All measures that need no noise integral, each (m,) except the MI.
+    ``volumes``: cell volumes where they are not all equal (Monte Carlo cells)."""
     pr = w @ P  # (K,) response-cell probabilities
     log_pr = jnp.log(jnp.where(pr > 0, pr, 1.0))
     plogp = jnp.sum(xlogy(P, P), axis=1)  # -H(R | x_j) on the cells
     surprise = plogp - P @ log_pr  # KL(p(r|x) || p(r))
     H_R = -jnp.sum(xlogy(pr, pr))
+    if volumes is not None:  # differential entropies: -sum p log(p / volume)
+        log_v = jnp.log(jnp.asarray(volumes))
+        plogp = plogp - P @ log_v
+        H_R = H_R + pr @ log_v
     q = _safe_div(w[:, None] * P, pr[None, :])  # posterior p(x_j | r_k)
     H_X = -jnp.sum(xlogy(w, w))
     H_X_r = -jnp.sum(xlogy(q, q), axis=0)  # (K,)
@@ -330,3 +336,36 @@ def all_measures(grid: Grid, population, **integral) -> dict:
     il, k2 = _integrate(p, population, _integral(integral), with_kong2=True)
     out.update(ilocal=il.sum(axis=1), kong2=k2, fisher=_head_fisher(p, population).sum(axis=1))
     return out
+
+
+@_x64
+def monte_carlo_measures(key, grid: Grid, population, *, n_samples: int = 20000, n_batches: int = 10,
+                         **integral) -> dict:
+    """Every measure of :func:`all_measures` with responses sampled instead of enumerated,
+    for populations too large to enumerate (many neurons).
+
+    ``n_samples`` responses are drawn from the prior predictive ``p(r)`` in ``n_batches``
+    independent batches; each batch gives a full estimate (importance weights
+    ``p(r|x) / q(r)`` with ``q`` exact on the grid, so every sum over responses is
+    unbiased). Returns ``{name: (estimate, standard_error)}``: the batch mean and the
+    standard error of that mean. The grid sums and the noise integral stay exact.
+    """
+    if int(n_batches) < 2 or int(n_samples) < 2 * int(n_batches):
+        raise ValueError(f"n_samples, n_batches: need n_batches >= 2 and n_samples >= 2 n_batches, "
+                         f"got {n_samples}, {n_batches}")
+    _check_inputs(grid, population)
+    settings = _integral(integral)
+    per = int(n_samples) // int(n_batches)
+    runs = []
+    for b in range(int(n_batches)):
+        cells = sampled_cells(jax.random.fold_in(key, b), population, grid.points, grid.weights, per)
+        p = _problem(grid, population, cells=cells)
+        out = _discrete(p.w, p.P, cells.volumes)
+        il, k2 = _integrate(p, population, settings, with_kong2=True)
+        out.update(ilocal=il.sum(axis=1), kong2=k2)
+        runs.append({k: np.asarray(v) for k, v in out.items()})
+    result = {}
+    for name in runs[0]:
+        stack = np.stack([r[name] for r in runs])
+        result[name] = (stack.mean(axis=0), stack.std(axis=0, ddof=1) / np.sqrt(len(runs)))
+    return result

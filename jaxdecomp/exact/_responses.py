@@ -42,6 +42,11 @@ class Cells(NamedTuple):
     points: np.ndarray  # (K, n) response representative of each cell
     mass: Callable  # x -> (K,) probability of each cell given one stimulus
     sizes: tuple  # (K1, K2) for a joint population (first, second), else (K,)
+    volumes: np.ndarray | None = None  # (K,) cell volumes where they differ (Monte Carlo), else None
+
+
+class TooManyCells(ValueError):
+    """Exact enumeration of the responses would need more cells than allowed."""
 
 
 def concrete_rates(population, points) -> np.ndarray:
@@ -121,10 +126,11 @@ def _gaussian_cells(pop: GaussianPopulation, points, points_per_sigma, max_cells
 def _check_size(per_neuron: list[int], max_cells: int) -> None:
     K = int(np.prod(per_neuron))
     if K > max_cells:
-        raise ValueError(
+        raise TooManyCells(
             f"population: exact enumeration needs {K} response cells ({' x '.join(map(str, per_neuron))}), "
             f"more than max_cells={max_cells}. Use fewer neurons, lower rates or larger sigma, "
-            f"or raise max_cells if memory allows (tables are grid size x cells floats)."
+            f"or raise max_cells if memory allows (tables are grid size x cells floats), "
+            f"or use jaxdecomp.exact.monte_carlo_measures (sampled responses, with standard errors)."
         )
 
 
@@ -166,3 +172,29 @@ def response_cells(population, points, *, tail: float = 1e-9, points_per_sigma: 
         f"population: jaxdecomp.exact supports Poisson, Gaussian, joint and transformed populations, "
         f"got {type(population).__name__}"
     )
+
+
+def sampled_cells(key, population, points, weights, n: int) -> Cells:
+    """Monte Carlo "cells": ``n`` responses drawn from the prior predictive ``p(r)``.
+
+    Each sample ``r_k`` stands for a cell of volume ``1 / (n q(r_k))`` with
+    ``q(r) = sum_j w_j p(r | x_j)`` computed exactly on the grid, so that the cell
+    mass ``p(r_k | x) / (n q(r_k))`` is an importance-sampling weight: sums over
+    cells are unbiased estimates of integrals over responses.
+    """
+    X = jnp.asarray(points)
+    w = jnp.asarray(weights)
+    k_idx, k_r = jax.random.split(key)
+    idx = jax.random.choice(k_idx, X.shape[0], (n,), p=w)
+    R = jax.vmap(population.sample)(jax.random.split(k_r, n), X[idx])
+
+    def log_lik(x):
+        return jax.vmap(lambda r: population.log_prob(r, x))(R)
+
+    logL = jax.lax.map(log_lik, X)  # (m, n)
+    log_q = jax.scipy.special.logsumexp(logL + jnp.log(jnp.where(w > 0, w, 1e-300))[:, None], axis=0)
+
+    def mass(x):
+        return jnp.exp(log_lik(x) - log_q) / n
+
+    return Cells(np.asarray(R), mass, (n,), np.asarray(jnp.exp(-log_q) / n))
