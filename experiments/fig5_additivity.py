@@ -7,6 +7,7 @@ Kong-2 (whose conditional version draws (r1, r2) from p(r1, r2 | x)).
 import sys
 from pathlib import Path
 
+import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -33,8 +34,6 @@ def main():
                              max_rel_error=float(np.max(np.abs(joint - first - cond) / joint)))
         mi = dict(joint=float(exact.mutual_information(grid, both)), first=float(exact.mutual_information(grid, r1)))
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    import jax
-
     axes[0].plot(x, np.asarray(jax.vmap(both.rate)(x)))
     axes[0].set_title("tuning curves (Poisson)")
     for ax, name in zip(axes[1:], ("ilocal", "kong2")):

@@ -63,6 +63,10 @@ class Sigmoids:
 class VonMises:
     """Circular tuning for an angle x (radians):
     ``f_n(x) = baseline_n + amplitude_n exp(kappa_n (cos(x - c_n) - 1))``.
+
+    Note: :mod:`jaxdecomp.exact` blurs stimuli on the real line, not on the circle;
+    for I_local of a circular variable put the grid on one period with a prior that
+    vanishes at its ends, or treat the result as that of the unwrapped variable.
     """
 
     centers: Array
@@ -93,7 +97,7 @@ class Linear:
         return A @ _vec(x) + self.b
 
 
-def _f(x, n=None):
+def _f(x):
     return jnp.asarray(x, dtype=jnp.result_type(float))
 
 
