@@ -279,8 +279,15 @@ def test_monte_carlo_responses_agree_with_enumeration_within_standard_errors():
     assert mc["mutual_information"][1] < 0.05 * float(ex["mutual_information"])
 
 
-def test_too_many_cells_points_to_monte_carlo():
+def test_too_many_cells_points_to_monte_carlo_or_max_cells():
     grid = exact.gaussian_grid(0.0, 1.0, m=51)
     big = N.poisson_population(N.gaussian_bumps(np.linspace(-2, 2, 6), 0.5, 30.0, 1.0))
     with pytest.raises(ValueError, match="monte_carlo_measures"):
         exact.ilocal(grid, big)
+    # the limit is a setting: a 3-neuron table of ~3e4 cells passes when allowed
+    mid = N.poisson_population(N.gaussian_bumps([-1.0, 0.0, 1.0], 0.5, 10.0, 1.0))
+    with pytest.raises(ValueError, match="max_cells"):
+        exact.mutual_information(grid, mid)
+    assert exact.mutual_information(grid, mid, max_cells=100_000) > 0
+    with pytest.raises(TypeError, match="n_levels"):
+        exact.mutual_information(grid, mid, n_levels=10)

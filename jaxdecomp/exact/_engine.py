@@ -250,31 +250,38 @@ def _integrate(problem: _Problem, population, integral: Integral, with_kong2: bo
 # ----------------------------------------------------------------------------- public API
 
 
-def _integral(kw) -> Integral:
-    unknown = set(kw) - set(Integral._fields)
+_CELL_FIELDS = ("max_cells", "tail", "points_per_sigma")
+
+
+def _options(kw, integral_allowed: bool = True):
+    """Split keyword options into noise-integral settings and response-cell settings
+    (``max_cells``, ``tail``, ``points_per_sigma``: see ``response_cells``)."""
+    allowed = _CELL_FIELDS + (Integral._fields if integral_allowed else ())
+    unknown = set(kw) - set(allowed)
     if unknown:
-        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; noise-integral settings are {Integral._fields}")
-    return Integral(**kw)
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; allowed here: {allowed}")
+    cell_kw = {k: v for k, v in kw.items() if k in _CELL_FIELDS}
+    return Integral(**{k: v for k, v in kw.items() if k in Integral._fields}), cell_kw
 
 
 @_x64
-def mutual_information(grid: Grid, population) -> jax.Array:
-    """I(R; X) in nats, exactly on the grid (response cells: see ``response_cells``)."""
-    p = _problem(grid, population)
+def mutual_information(grid: Grid, population, **cells) -> jax.Array:
+    """I(R; X) in nats, exactly on the grid (response-cell options: see ``response_cells``)."""
+    p = _problem(grid, population, cell_kw=_options(cells, False)[1])
     return _discrete(p.w, p.P)["mutual_information"]
 
 
 @_x64
-def fisher(grid: Grid, population) -> jax.Array:
+def fisher(grid: Grid, population, **cells) -> jax.Array:
     """Trace of the Fisher information at each grid point, (m,). Does not average to I(R;X)."""
-    p = _problem(grid, population)
+    p = _problem(grid, population, cell_kw=_options(cells, False)[1])
     return _head_fisher(p, population).sum(axis=1)
 
 
 def _discrete_measure(name, doc):
     @_x64
-    def measure(grid: Grid, population) -> jax.Array:
-        p = _problem(grid, population)
+    def measure(grid: Grid, population, **cells) -> jax.Array:
+        p = _problem(grid, population, cell_kw=_options(cells, False)[1])
         return _discrete(p.w, p.P)[name]
 
     measure.__name__ = name
@@ -303,44 +310,50 @@ cissi = _discrete_measure(
 
 
 @_x64
-def ilocal(grid: Grid, population, *, given=None, per_dim: bool = False, **integral) -> jax.Array:
+def ilocal(grid: Grid, population, *, given=None, per_dim: bool = False, **options) -> jax.Array:
     """I_local(x) in nats at every grid point: (m,), or (m, d) per stimulus dimension with
     ``per_dim=True`` (rows sum to I_local).
 
     ``given``: another population R1; then this is ``I_{R|R1}(x)``, the conditional
     decomposition of I(R; X | R1) (additivity: ``ilocal(joint(R1, R)) = ilocal(R1) +
     ilocal(R, given=R1)``). Noise-integral settings: ``n_levels``, ``g_min``, ``g_max``,
-    ``blur_points``, ``chunk`` (see the module docstring).
+    ``blur_points``, ``chunk`` (see the module docstring); response-cell settings:
+    ``max_cells``, ``tail``, ``points_per_sigma`` (see ``response_cells``).
     """
-    p = _problem(grid, population, given)
-    il, _ = _integrate(p, population, _integral(integral), with_kong2=False)
+    integral, cells = _options(options)
+    p = _problem(grid, population, given, cells)
+    il, _ = _integrate(p, population, integral, with_kong2=False)
     return il if per_dim else il.sum(axis=1)
 
 
 @_x64
-def kong2(grid: Grid, population, *, given=None, **integral) -> jax.Array:
+def kong2(grid: Grid, population, *, given=None, **options) -> jax.Array:
     """Kong et al.'s second pointwise measure: the I_local integrand with ``r ~ p(r | x)``
-    instead of ``p(r | x_g)``, (m,). Averages to I(R;X) but is neither local nor additive."""
-    p = _problem(grid, population, given)
-    _, k2 = _integrate(p, population, _integral(integral), with_kong2=True)
+    instead of ``p(r | x_g)``, (m,). Averages to I(R;X) but is neither local nor additive.
+    Options as for :func:`ilocal`."""
+    integral, cells = _options(options)
+    p = _problem(grid, population, given, cells)
+    _, k2 = _integrate(p, population, integral, with_kong2=True)
     return k2
 
 
 @_x64
-def all_measures(grid: Grid, population, **integral) -> dict:
+def all_measures(grid: Grid, population, **options) -> dict:
     """Every measure at once (shares the response table and the noise integral):
     keys ``mutual_information`` (scalar), ``fisher``, ``ilocal``, ``kong2``,
-    ``specific_information``, ``ssi``, ``specific_surprise``, ``cissi`` (each (m,))."""
-    p = _problem(grid, population)
+    ``specific_information``, ``ssi``, ``specific_surprise``, ``cissi`` (each (m,)).
+    Options as for :func:`ilocal`."""
+    integral, cells = _options(options)
+    p = _problem(grid, population, cell_kw=cells)
     out = _discrete(p.w, p.P)
-    il, k2 = _integrate(p, population, _integral(integral), with_kong2=True)
+    il, k2 = _integrate(p, population, integral, with_kong2=True)
     out.update(ilocal=il.sum(axis=1), kong2=k2, fisher=_head_fisher(p, population).sum(axis=1))
     return out
 
 
 @_x64
 def monte_carlo_measures(key, grid: Grid, population, *, n_samples: int = 20000, n_batches: int = 10,
-                         **integral) -> dict:
+                         **options) -> dict:
     """Every measure of :func:`all_measures` with responses sampled instead of enumerated,
     for populations too large to enumerate (many neurons).
 
@@ -354,7 +367,7 @@ def monte_carlo_measures(key, grid: Grid, population, *, n_samples: int = 20000,
         raise ValueError(f"n_samples, n_batches: need n_batches >= 2 and n_samples >= 2 n_batches, "
                          f"got {n_samples}, {n_batches}")
     _check_inputs(grid, population)
-    settings = _integral(integral)
+    settings = _options(options, True)[0]
     per = int(n_samples) // int(n_batches)
     runs = []
     for b in range(int(n_batches)):
