@@ -211,7 +211,8 @@ def _head_fisher(problem: _Problem, population) -> jax.Array:
     try:
         J = jax.jit(jax.vmap(population.fisher_diag))(pts)
     except NotImplementedError:
-        cells = response_cells(population, np.asarray(pts))
+        # the problem's cells are the population's own unless it is conditioned on another
+        cells = problem.cells if problem.sizes[0] == 1 else response_cells(population, np.asarray(pts))
 
         def table_fisher(x):
             p = cells.mass(x)
@@ -253,10 +254,10 @@ def _integrate(problem: _Problem, population, integral: Integral, with_kong2: bo
 _CELL_FIELDS = ("max_cells", "tail", "points_per_sigma")
 
 
-def _options(kw, integral_allowed: bool = True):
+def _options(kw, integral_allowed: bool = True, cells_allowed: bool = True):
     """Split keyword options into noise-integral settings and response-cell settings
     (``max_cells``, ``tail``, ``points_per_sigma``: see ``response_cells``)."""
-    allowed = _CELL_FIELDS + (Integral._fields if integral_allowed else ())
+    allowed = (_CELL_FIELDS if cells_allowed else ()) + (Integral._fields if integral_allowed else ())
     unknown = set(kw) - set(allowed)
     if unknown:
         raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; allowed here: {allowed}")
@@ -345,9 +346,16 @@ def all_measures(grid: Grid, population, **options) -> dict:
     Options as for :func:`ilocal`."""
     integral, cells = _options(options)
     p = _problem(grid, population, cell_kw=cells)
-    out = _discrete(p.w, p.P)
-    il, k2 = _integrate(p, population, integral, with_kong2=True)
-    out.update(ilocal=il.sum(axis=1), kong2=k2, fisher=_head_fisher(p, population).sum(axis=1))
+    out = _measures(p, population, integral)
+    out["fisher"] = _head_fisher(p, population).sum(axis=1)
+    return out
+
+
+def _measures(problem: _Problem, population, integral: Integral) -> dict:
+    """The discrete measures plus I_local and Kong-2 of one problem (shared noise integral)."""
+    out = _discrete(problem.w, problem.P, problem.cells.volumes)
+    il, k2 = _integrate(problem, population, integral, with_kong2=True)
+    out.update(ilocal=il.sum(axis=1), kong2=k2)
     return out
 
 
@@ -362,20 +370,18 @@ def monte_carlo_measures(key, grid: Grid, population, *, n_samples: int = 20000,
     ``p(r|x) / q(r)`` with ``q`` exact on the grid, so every sum over responses is
     unbiased). Returns ``{name: (estimate, standard_error)}``: the batch mean and the
     standard error of that mean. The grid sums and the noise integral stay exact.
+    Options: the noise-integral settings of :func:`ilocal`.
     """
     if int(n_batches) < 2 or int(n_samples) < 2 * int(n_batches):
         raise ValueError(f"n_samples, n_batches: need n_batches >= 2 and n_samples >= 2 n_batches, "
                          f"got {n_samples}, {n_batches}")
     _check_inputs(grid, population)
-    settings = _options(options, True)[0]
+    settings = _options(options, cells_allowed=False)[0]
     per = int(n_samples) // int(n_batches)
     runs = []
     for b in range(int(n_batches)):
         cells = sampled_cells(jax.random.fold_in(key, b), population, grid.points, grid.weights, per)
-        p = _problem(grid, population, cells=cells)
-        out = _discrete(p.w, p.P, cells.volumes)
-        il, k2 = _integrate(p, population, settings, with_kong2=True)
-        out.update(ilocal=il.sum(axis=1), kong2=k2)
+        out = _measures(_problem(grid, population, cells=cells), population, settings)
         runs.append({k: np.asarray(v) for k, v in out.items()})
     result = {}
     for name in runs[0]:
