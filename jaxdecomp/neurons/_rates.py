@@ -2,7 +2,7 @@
 
 Each model is a pytree (its parameters are leaves), so ``jax.grad`` reaches the
 parameters and ``jax.vmap`` batches stimuli. ``x`` is a scalar for 1-D stimuli
-or a vector ``(d,)`` for d-dimensional ones.
+or a vector ``(d,)`` for d-dimensional ones (an array of any shape is flattened).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ Array = Any
 
 
 def _vec(x):
-    """Stimulus as a 1-D vector (a scalar becomes shape (1,))."""
-    return jnp.atleast_1d(jnp.asarray(x))
+    """Stimulus as a 1-D vector: a scalar becomes shape (1,), an image is flattened."""
+    return jnp.reshape(jnp.asarray(x), (-1,))
 
 
 @struct.dataclass

@@ -1,0 +1,20 @@
+"""Diffusion machinery: noise schedules, the denoiser contract, exact and learned denoisers.
+
+The denoiser contract: ``eps_hat = denoiser(x_noisy, log_snr, r)`` for ONE example, with
+``x_noisy = alpha x + sigma eps`` variance-preserving (:mod:`~jaxdecomp.diffusion.schedules`),
+``log_snr = -log g`` and ``r`` a response ``(n,)`` or ``None`` (unconditional). Analytic
+oracles (:func:`gmm_denoiser`, :func:`gaussian_denoiser`) and trained Flax NNX networks
+both satisfy it.
+"""
+
+from jaxdecomp.diffusion import schedules
+from jaxdecomp.diffusion.analytic import GaussianMixtureDenoiser, gaussian_denoiser, gmm_denoiser
+from jaxdecomp.diffusion.sampling import reverse_diffusion
+
+__all__ = [
+    "GaussianMixtureDenoiser",
+    "gaussian_denoiser",
+    "gmm_denoiser",
+    "reverse_diffusion",
+    "schedules",
+]
