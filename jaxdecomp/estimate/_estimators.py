@@ -171,7 +171,7 @@ def _ilocal_one(key, denoiser, population, x, nodes, n_samples, sampler, n_steps
 @partial(jax.jit, static_argnames=("n_samples", "sampler", "n_steps", "chunk", "fisher_tail", "batched"))
 def _ilocal_jit(key, denoiser, population, x, nodes, weights, g_hi, *, n_samples, sampler, n_steps,
                 chunk, fisher_tail, batched):
-    log_snr_end = nodes.max()
+    log_snr_end = nodes.max() + 4.0   # reverse diffusion ends 4 log-SNR units past the finest level
 
     def one(k, xi):
         means, var = _ilocal_one(k, denoiser, population, xi, nodes, n_samples, sampler, n_steps,
@@ -189,7 +189,7 @@ def _ilocal_jit(key, denoiser, population, x, nodes, weights, g_hi, *, n_samples
 
 
 def ilocal(key, denoiser, population, x, *, response_sampler: str = "posterior_mean", levels: Levels | None = None,
-           n_samples: int = 64, n_steps: int = 16, fisher_correction: bool = True, chunk: int = 4096,
+           n_samples: int = 64, n_steps: int = 32, fisher_correction: bool = True, chunk: int = 4096,
            stimulus_shape=None) -> MapResult:
     """I_local pixel map of one stimulus or a batch: ``I_i(x) = 1/2 int E (eps_hat_i(x_a,a,r) - eps_hat_i(x_a,a))^2 da``.
 
