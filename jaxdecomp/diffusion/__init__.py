@@ -9,12 +9,24 @@ both satisfy it.
 
 from jaxdecomp.diffusion import schedules
 from jaxdecomp.diffusion.analytic import GaussianMixtureDenoiser, gaussian_denoiser, gmm_denoiser
+from jaxdecomp.diffusion.checkpoint import load_model, save_model
+from jaxdecomp.diffusion.networks import MLPDenoiser, PairDenoiser, UNetDenoiser, fit_response_scaling
 from jaxdecomp.diffusion.sampling import reverse_diffusion
+from jaxdecomp.diffusion.training import TrainConfig, TrainResult, train
 
 __all__ = [
     "GaussianMixtureDenoiser",
+    "MLPDenoiser",
+    "PairDenoiser",
+    "TrainConfig",
+    "TrainResult",
+    "UNetDenoiser",
+    "fit_response_scaling",
     "gaussian_denoiser",
     "gmm_denoiser",
+    "load_model",
     "reverse_diffusion",
+    "save_model",
     "schedules",
+    "train",
 ]

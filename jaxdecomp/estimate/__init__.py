@@ -13,10 +13,12 @@ from jaxdecomp.estimate._estimators import (
     mutual_information,
     specific_surprise,
 )
+from jaxdecomp.estimate._fit import estimate
 
 __all__ = [
     "RESPONSE_SAMPLERS",
     "Estimate",
+    "estimate",
     "MapResult",
     "ilocal",
     "kong2",
