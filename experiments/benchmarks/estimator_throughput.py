@@ -123,25 +123,29 @@ def bench_model(name, dtype, batches, loop_n, large, peak):
     return rows, loop_row
 
 
-def bench_training(name, dtype, batch, large, steps=20):
-    """Steps per second of the trainer's jitted step (no checkpointing, no host logging)."""
+def bench_training(name, dtype, batch, large):
+    """Steps per second of ``train``'s jitted step (no checkpointing, loss logged once at the end).
+
+    ``train`` compiles its step on every call, so runs of different lengths are differenced:
+    ``(T(10 + n) - T(10)) / n`` with ``n`` sized from a first estimate to take about 10 s.
+    """
     net = make(name, dtype, large)
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (max(batch, 512),) + net.shape), np.float32)
     r = np.asarray(jax.random.poisson(jax.random.PRNGKey(2), 5.0, (x.shape[0], N_NEURONS)), np.float32)
-    cfg = training.TrainConfig(steps=steps, batch_size=batch, progress=False, log_every=steps,
-                               checkpoint_every=10**9, warmup_steps=1)
-    t0 = time.perf_counter()
-    training.train(net, x, r, cfg)
-    first = time.perf_counter() - t0
-    cfg2 = training.TrainConfig(steps=3 * steps, batch_size=batch, progress=False, log_every=3 * steps,
-                                checkpoint_every=10**9, warmup_steps=1)
-    t0 = time.perf_counter()
-    training.train(net, x, r, cfg2)
-    second = time.perf_counter() - t0
-    # both runs compile once; the difference of 2*steps isolates the per-step time
-    per_step = max(second - first, 1e-9) / (2 * steps)
-    return dict(model=name, dtype=jnp.dtype(dtype).name, batch=batch, steps_per_s=1.0 / per_step,
-                images_per_s=batch / per_step)
+
+    def run(steps):
+        cfg = training.TrainConfig(steps=steps, batch_size=batch, progress=False, log_every=steps,
+                                   checkpoint_every=10**9, warmup_steps=1)
+        t0 = time.perf_counter()
+        training.train(net, x, r, cfg)
+        return time.perf_counter() - t0
+
+    t10, t20 = run(10), run(20)
+    guess = max((t20 - t10) / 10, 1e-4)
+    n = int(np.clip(10.0 / guess, 20, 2000))
+    per_step = max(run(10 + n) - t10, 1e-9) / n
+    return dict(model=name, dtype=jnp.dtype(dtype).name, batch=batch, steps_timed=n, steps_per_s=1.0 / per_step,
+                examples_per_s=batch / per_step)
 
 
 def main():
@@ -154,6 +158,7 @@ def main():
     p.add_argument("--peak-tflops", type=float, default=None)
     p.add_argument("--models", default="mlp_d64,unet_16x16,unet_32x32")
     p.add_argument("--train-batch", type=int, default=None)
+    p.add_argument("--train-models", default=None, help="models whose training step is timed (default: all)")
     args = p.parse_args()
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     on_gpu = jax.default_backend() != "cpu"
@@ -164,7 +169,8 @@ def main():
         r, lr = bench_model(name, dtype, batches, args.loop_n, args.large, peak)
         rows += r
         loops.append(lr)
-        train_rows.append(bench_training(name, dtype, args.train_batch or (256 if on_gpu else 64), args.large))
+        if args.train_models is None or name in args.train_models.split(","):
+            train_rows.append(bench_training(name, dtype, args.train_batch or (256 if on_gpu else 64), args.large))
     info = dict(machine=device_name(), backend=jax.default_backend(), cores=os.cpu_count(), jax=jax.__version__,
                 date=time.strftime("%Y-%m-%d"), dtype=args.dtype, large=args.large, peak_tflops=(peak or 0) / 1e12)
     print(f"device: {info['machine']} ({info['backend']}), jax {info['jax']}, dtype {args.dtype}, large={args.large}")
@@ -178,7 +184,7 @@ def main():
               f"{r['vmap_s'] * 1e3:.2f} ms, speed-up {r['speedup']:.0f}x")
     for r in train_rows:
         print(f"{r['model']:12s} training batch {r['batch']}: {r['steps_per_s']:.1f} steps/s "
-              f"({r['images_per_s']:.0f} examples/s)")
+              f"({r['examples_per_s']:.0f} examples/s)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"estimator_throughput_{args.dtype}{'_large' if args.large else ''}.json").write_text(
