@@ -1,0 +1,308 @@
+"""The ``jaxdecomp`` command: ``demo``, ``train`` and ``decompose``.
+
+``jaxdecomp demo --out DIR`` runs the whole method on bundled handwritten digits: it
+simulates the paper's 49-neuron LNP population, trains one conditional UNet denoiser
+(condition dropout gives the unconditional one too), computes I_local and Fisher pixel
+maps for a panel of digits, checks completeness (mean I_local over test digits against
+the population MI) and writes ``figure.png`` and ``results.json`` in DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEMO_SETTINGS = {
+    # quick: about 2 minutes on a 2-core CPU; default: about 10 minutes
+    True: dict(size=16, channels=(16, 32), steps=800, batch=64, copies=2, panel=4, n_levels=24, n_samples=8,
+               n_steps=8, n_complete=16, n_mi=400, n_noise=1),
+    False: dict(size=16, channels=(32, 64), steps=4000, batch=64, copies=4, panel=8, n_levels=32, n_samples=16,
+                n_steps=16, n_complete=48, n_mi=800, n_noise=2),
+}
+
+
+# --------------------------------------------------------------------------- helpers
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def denoiser_spec(shape, n_neurons: int, channels=(32, 64), kind: str = "unet") -> dict:
+    """A JSON-able description from which :func:`build_denoiser` rebuilds the network."""
+    return dict(kind=kind, shape=[int(s) for s in shape], n_neurons=int(n_neurons), channels=[int(c) for c in channels])
+
+
+def build_denoiser(spec: dict, seed: int = 0):
+    """The NNX network described by ``spec`` (see :func:`denoiser_spec`), freshly initialised."""
+    from flax import nnx
+
+    from jaxdecomp.diffusion import MLPDenoiser, UNetDenoiser
+
+    if spec["kind"] == "unet":
+        return UNetDenoiser(tuple(spec["shape"]), n_neurons=spec["n_neurons"], channels=tuple(spec["channels"]),
+                            rngs=nnx.Rngs(seed))
+    if spec["kind"] == "mlp":
+        return MLPDenoiser(tuple(spec["shape"]), n_neurons=spec["n_neurons"], rngs=nnx.Rngs(seed))
+    raise ValueError(f"denoiser kind: expected 'unet' or 'mlp', got {spec['kind']!r}")
+
+
+def simulate_responses(key, population, x, copies: int = 1):
+    """``copies`` independent responses to every stimulus: (x repeated, r), both ``(copies * N, ...)``."""
+    import jax
+
+    xs = np.concatenate([x] * copies)
+    keys = jax.random.split(key, xs.shape[0])
+    r = jax.jit(jax.vmap(population.sample))(keys, xs)
+    return xs, np.asarray(r, dtype=np.float32)
+
+
+def pixel_maps(key, denoiser, population, x, *, n_levels=32, n_samples=16, n_steps=16,
+               response_sampler="posterior_sample"):
+    """I_local and Fisher pixel maps of a batch of images ``x (B, H, W)``; returns a dict of numpy arrays."""
+    import jax
+
+    from jaxdecomp import estimate
+    from jaxdecomp.diffusion import schedules
+
+    lv = schedules.levels("gauss_legendre", -10.0, 14.0, n_levels)
+    res = estimate.ilocal(key, denoiser, population, x, levels=lv, n_samples=n_samples, n_steps=n_steps,
+                          response_sampler=response_sampler, chunk=2048)
+    fisher = jax.jit(jax.vmap(population.fisher_diag))(x)
+    return dict(ilocal=np.asarray(res.map), ilocal_total=np.asarray(res.total), ilocal_se=np.asarray(res.stderr),
+                fisher=np.asarray(fisher))
+
+
+def map_figure(images, maps: dict, titles=None):
+    """Rows: the images, then one row per map (e.g. Fisher, I_local); one column per image."""
+    from jaxdecomp.plotting import plt
+
+    n = images.shape[0]
+    rows = 1 + len(maps)
+    fig, axes = plt.subplots(rows, n, figsize=(1.7 * n, 1.8 * rows), squeeze=False)
+    for j in range(n):
+        axes[0, j].imshow(images[j], cmap="gray", vmin=-1, vmax=1)
+        if titles is not None:
+            axes[0, j].set_title(titles[j], fontsize=8)
+        for i, (name, m) in enumerate(maps.items(), start=1):
+            axes[i, j].imshow(m[j], cmap="magma")
+            if j == 0:
+                axes[i, j].set_ylabel(name, fontsize=9)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def _write(out: Path, fig, results: dict) -> None:
+    from jaxdecomp.plotting import plt, to_jsonable
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "figure.png", dpi=120)
+    plt.close(fig)
+    (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=1))
+
+
+# --------------------------------------------------------------------------- demo
+def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = None) -> dict:
+    """The main job (see the module docstring). Returns the results dict it writes."""
+    import jax
+
+    from jaxdecomp import data, estimate, neurons
+    from jaxdecomp.diffusion import TrainConfig, train
+    from jaxdecomp.diffusion import schedules
+
+    cfg = dict(DEMO_SETTINGS[bool(quick)])
+    if steps is not None:
+        cfg["steps"] = int(steps)
+    out = Path(out)
+    t_start = time.perf_counter()
+    key = jax.random.PRNGKey(seed)
+    k_split, k_resp, k_train, k_mi, k_maps, k_comp = jax.random.split(key, 6)
+    size = cfg["size"]
+    x = np.asarray(data.digits(size), dtype=np.float32)
+    pop = neurons.lnp_population((size, size))
+    perm = np.asarray(jax.random.permutation(k_split, x.shape[0]))
+    n_test = max(cfg["n_mi"], cfg["n_complete"], cfg["panel"])
+    x_test, x_train = x[perm[:n_test]], x[perm[n_test:]]
+    _log(f"jaxdecomp demo: {x.shape[0]} bundled digits at {size}x{size}, 49 LNP Poisson neurons "
+         f"({'quick' if quick else 'default'} settings)")
+    xs, rs = simulate_responses(k_resp, pop, x_train, cfg["copies"])
+    net = build_denoiser(denoiser_spec((size, size), 49, cfg["channels"]), seed)
+    _log(f"training a UNet denoiser (channels {cfg['channels']}) for {cfg['steps']} steps on {xs.shape[0]} pairs")
+    t0 = time.perf_counter()
+    res = train(net, xs, rs, TrainConfig(steps=cfg["steps"], batch_size=cfg["batch"], warmup_steps=100,
+                                         checkpoint_every=max(cfg["steps"] // 4, 1)),
+                checkpoint_dir=out / "checkpoints", key=k_train)
+    t_train = time.perf_counter() - t0
+    model = res.model
+    # population MI on held-out pairs the network never saw
+    x_mi = x_test[: cfg["n_mi"]]
+    _, r_mi = simulate_responses(jax.random.fold_in(k_resp, 1), pop, x_mi)
+    lv = schedules.levels("gauss_legendre", -10.0, 14.0, cfg["n_levels"])
+    _log("population MI on held-out pairs")
+    mi_o = estimate.mutual_information(k_mi, model, x_mi, r_mi, levels=lv, n_noise=cfg["n_noise"])
+    mi_g = estimate.mutual_information(k_mi, model, x_mi, r_mi, levels=lv, n_noise=cfg["n_noise"], form="gap")
+    _log(f"I(R;X) = {float(mi_o.value):.3f} ± {float(mi_o.stderr):.3f} nats (orthogonal), "
+         f"{float(mi_g.value):.3f} ± {float(mi_g.stderr):.3f} (gap)")
+    _log(f"I_local and Fisher maps for {cfg['n_complete']} test digits")
+    t0 = time.perf_counter()
+    maps = pixel_maps(k_maps, model, pop, x_test[: cfg["n_complete"]], n_levels=cfg["n_levels"],
+                      n_samples=cfg["n_samples"], n_steps=cfg["n_steps"])
+    t_maps = time.perf_counter() - t0
+    tot = maps["ilocal_total"]
+    mean_il, se_il = float(tot.mean()), float(tot.std(ddof=1) / np.sqrt(len(tot)))
+    z = (mean_il - float(mi_o.value)) / np.hypot(se_il, float(mi_o.stderr))
+    _log(f"completeness: mean I_local over {len(tot)} test digits = {mean_il:.3f} ± {se_il:.3f} nats vs "
+         f"I(R;X) = {float(mi_o.value):.3f} ± {float(mi_o.stderr):.3f} (difference {z:+.1f} SE)")
+    p = cfg["panel"]
+    fig = map_figure(x_test[:p], {"Fisher J_ii(x)": maps["fisher"][:p], "I_local": maps["ilocal"][:p]},
+                     titles=[f"I={t:.2f}" for t in tot[:p]])
+    results = dict(
+        settings=dict(cfg, seed=seed, quick=bool(quick), population="lnp 7x7 Gaussian RFs, Poisson",
+                      response_sampler="posterior_sample (reverse diffusion)"),
+        training=dict(steps=res.step, pairs=int(xs.shape[0]), seconds=t_train, final_loss=float(res.losses[-1, 1])),
+        mutual_information=dict(orthogonal=float(mi_o.value), orthogonal_se=float(mi_o.stderr),
+                                gap=float(mi_g.value), gap_se=float(mi_g.stderr), heldout_pairs=int(len(x_mi))),
+        completeness=dict(mean_ilocal=mean_il, mean_ilocal_se=se_il, z=float(z), agrees_within_2_se=bool(abs(z) < 2),
+                          n_digits=int(len(tot))),
+        ilocal_totals=tot, ilocal_se=maps["ilocal_se"], fisher_totals=maps["fisher"].reshape(len(tot), -1).sum(1),
+        panel=dict(images=x_test[:p], ilocal=maps["ilocal"][:p], fisher=maps["fisher"][:p]),
+        seconds=dict(training=t_train, maps=t_maps, total=time.perf_counter() - t_start),
+    )
+    _write(out, fig, results)
+    _log(f"wrote {out / 'figure.png'} and {out / 'results.json'} ({results['seconds']['total']:.0f} s)")
+    return results
+
+
+# --------------------------------------------------------------------------- train / decompose
+def _load_stimuli(path, key: str):
+    from jaxdecomp import data
+
+    x = data.load_npz(path, key)
+    return data.check_images(x, name=f"{path}[{key!r}]")
+
+
+def run_train(data_path, out, *, neurons_name: str = "lnp", x_key: str = "x", r_key: str | None = None,
+              steps: int = 4000, batch: int = 64, channels=(32, 64), seed: int = 0, copies: int = 4) -> Path:
+    """Train a denoiser on the user's images; responses from ``r_key`` in the file or simulated."""
+    import jax
+
+    from jaxdecomp import data, neurons
+    from jaxdecomp.diffusion import TrainConfig, save_model, train
+
+    x = _load_stimuli(data_path, x_key)
+    shape = tuple(x.shape[1:])
+    out = Path(out)
+    if r_key is not None:
+        r = np.asarray(data.load_npz(data_path, r_key), dtype=np.float32)
+        if r.ndim != 2 or r.shape[0] != x.shape[0]:
+            raise ValueError(f"{data_path}[{r_key!r}]: expected responses (N, n_neurons) with N = {x.shape[0]}, got {r.shape}")
+        xs, rs, source = x, r, f"file key {r_key!r}"
+    else:
+        pop = neurons.image_population(neurons_name, shape)
+        xs, rs = simulate_responses(jax.random.PRNGKey(seed + 1), pop, x, copies)
+        source = f"simulated from neuron model {neurons_name!r} ({copies} draws per image)"
+    spec = denoiser_spec(shape, rs.shape[1], channels)
+    net = build_denoiser(spec, seed)
+    _log(f"training on {xs.shape[0]} pairs ({source}); checkpoints in {out / 'checkpoints'}")
+    res = train(net, xs, rs, TrainConfig(steps=steps, batch_size=batch), checkpoint_dir=out / "checkpoints",
+                key=jax.random.PRNGKey(seed))
+    save_model(out / "denoiser", res.model, overwrite=True)
+    (out / "denoiser.json").write_text(json.dumps(dict(spec, neurons=neurons_name if r_key is None else None,
+                                                       trained_steps=res.step)))
+    _log(f"saved the trained denoiser to {out / 'denoiser'}")
+    return out
+
+
+def run_decompose(data_path, model_dir, out, *, neurons_name: str = "lnp", x_key: str = "x", n_images: int = 8,
+                  seed: int = 0, n_levels: int = 32, n_samples: int = 16, n_steps: int = 16) -> dict:
+    """I_local and Fisher pixel maps of the first ``n_images`` images with a trained denoiser."""
+    import jax
+
+    from jaxdecomp import neurons
+    from jaxdecomp.diffusion import load_model
+
+    model_dir = Path(model_dir)
+    spec_path = model_dir / "denoiser.json"
+    if not spec_path.exists():
+        raise FileNotFoundError(f"model_dir: no denoiser.json in {model_dir} (train one with `jaxdecomp train`)")
+    spec = json.loads(spec_path.read_text())
+    x = _load_stimuli(data_path, x_key)[:n_images]
+    if list(x.shape[1:]) != spec["shape"]:
+        raise ValueError(f"{data_path}: images of shape {tuple(x.shape[1:])} but the denoiser was trained on "
+                         f"{tuple(spec['shape'])}")
+    pop = neurons.image_population(neurons_name, tuple(x.shape[1:]))
+    model = load_model(model_dir / "denoiser", build_denoiser(spec, seed))
+    maps = pixel_maps(jax.random.PRNGKey(seed), model, pop, x, n_levels=n_levels, n_samples=n_samples,
+                      n_steps=n_steps)
+    fig = map_figure(x, {"Fisher J_ii(x)": maps["fisher"], "I_local": maps["ilocal"]},
+                     titles=[f"I={t:.2f}" for t in maps["ilocal_total"]])
+    results = dict(data=str(data_path), model_dir=str(model_dir), neurons=neurons_name, **maps)
+    _write(Path(out), fig, results)
+    np.savez(Path(out) / "maps.npz", **maps)
+    _log(f"wrote {Path(out) / 'figure.png'}, results.json and maps.npz")
+    return results
+
+
+# --------------------------------------------------------------------------- entry point
+def _parser() -> argparse.ArgumentParser:
+    from jaxdecomp.neurons import IMAGE_MODELS
+
+    p = argparse.ArgumentParser(
+        prog="jaxdecomp",
+        description="Which stimuli, and which pixels, a neural population's information is about "
+                    "(I_local, Laquitaine et al., NeurIPS 2025). Units: nats.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = sub.add_parser("demo", help="the whole method on bundled digits: train, pixel maps, completeness check",
+                       description="Simulate 49 LNP neurons on bundled 16x16 digits, train a UNet denoiser, and "
+                                   "write figure.png (digits, Fisher maps, I_local maps) and results.json.")
+    d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    d.add_argument("--quick", action="store_true", help="a smaller run (about 2 minutes on a 2-core CPU)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--steps", type=int, default=None, help="training steps (default: 4000; 800 with --quick)")
+    t = sub.add_parser("train", help="train a denoiser on your own images (.npz)",
+                       description="Train a response-conditioned UNet denoiser on images stored in an .npz file "
+                                   "(array under --x-key, shape (N, H, W), values in [-1, 1]). Responses come from "
+                                   "the file (--r-key) or are simulated from a neuron model (--neurons).")
+    t.add_argument("--data", required=True, help="path to an .npz file with your images")
+    t.add_argument("--out", required=True, help="folder for the trained denoiser and its checkpoints")
+    t.add_argument("--x-key", default="x", help="name of the image array in the .npz (default: x)")
+    t.add_argument("--r-key", default=None, help="name of a response array (N, n_neurons) in the .npz, if any")
+    t.add_argument("--neurons", default="lnp", choices=IMAGE_MODELS, help="neuron model used to simulate responses")
+    t.add_argument("--steps", type=int, default=4000)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("decompose", help="I_local and Fisher pixel maps of your images with a trained denoiser",
+                       description="Compute I_local and Fisher pixel maps for the first N images of an .npz file, "
+                                   "using a denoiser trained by `jaxdecomp train`; writes figure.png, results.json "
+                                   "and maps.npz.")
+    c.add_argument("--data", required=True, help="path to an .npz file with images (N, H, W) in [-1, 1]")
+    c.add_argument("--model", required=True, help="folder written by `jaxdecomp train`")
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--x-key", default="x")
+    c.add_argument("--neurons", default="lnp", choices=IMAGE_MODELS, help="the neuron model of the responses")
+    c.add_argument("--n-images", type=int, default=8)
+    c.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            run_demo(args.out, quick=args.quick, seed=args.seed, steps=args.steps)
+        elif args.command == "train":
+            run_train(args.data, args.out, neurons_name=args.neurons, x_key=args.x_key, r_key=args.r_key,
+                      steps=args.steps, batch=args.batch, seed=args.seed)
+        else:
+            run_decompose(args.data, args.model, args.out, neurons_name=args.neurons, x_key=args.x_key,
+                          n_images=args.n_images, seed=args.seed)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"jaxdecomp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
