@@ -21,7 +21,7 @@ DEMO_SETTINGS = {
     # quick: about 2 minutes on a 2-core CPU; default: about 10 minutes
     True: dict(size=16, channels=(16, 32), steps=800, batch=64, copies=2, panel=4, n_levels=24, n_samples=8,
                n_steps=8, n_complete=16, n_mi=400, n_noise=1),
-    False: dict(size=16, channels=(32, 64), steps=4000, batch=64, copies=4, panel=8, n_levels=32, n_samples=16,
+    False: dict(size=16, channels=(32, 64), steps=2000, batch=64, copies=4, panel=8, n_levels=32, n_samples=16,
                 n_steps=16, n_complete=48, n_mi=800, n_noise=2),
 }
 
@@ -264,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     d.add_argument("--quick", action="store_true", help="a smaller run (about 2 minutes on a 2-core CPU)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--steps", type=int, default=None, help="training steps (default: 4000; 800 with --quick)")
+    d.add_argument("--steps", type=int, default=None, help="training steps (default: 2000; 800 with --quick)")
     t = sub.add_parser("train", help="train a denoiser on your own images (.npz)",
                        description="Train a response-conditioned UNet denoiser on images stored in an .npz file "
                                    "(array under --x-key, shape (N, H, W), values in [-1, 1]). Responses come from "
