@@ -22,7 +22,7 @@ DEMO_SETTINGS = {
     True: dict(size=16, channels=(16, 32), steps=800, batch=64, copies=2, panel=4, n_levels=24, n_samples=8,
                n_steps=8, n_complete=16, n_mi=400, n_noise=1),
     False: dict(size=16, channels=(32, 64), steps=2000, batch=64, copies=4, panel=8, n_levels=32, n_samples=16,
-                n_steps=16, n_complete=48, n_mi=800, n_noise=2),
+                n_steps=16, n_complete=32, n_mi=800, n_noise=2),
 }
 
 
