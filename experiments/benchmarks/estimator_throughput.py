@@ -18,7 +18,7 @@ Usage: python experiments/benchmarks/estimator_throughput.py [--dtype bfloat16] 
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -28,19 +28,12 @@ import numpy as np
 from flax import nnx
 
 from jaxdecomp.diffusion import training
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from exact_engine import cpu_name  # noqa: E402
 from jaxdecomp.diffusion.networks import MLPDenoiser, UNetDenoiser
 
 N_NEURONS = 49
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def device_name():

@@ -195,7 +195,19 @@ class _MLPBlock(nnx.Module):
         return h + y
 
 
-class MLPDenoiser(nnx.Module):
+class _ResponseStatsAccess:
+    """``r_shift`` / ``r_scale``: the response-standardisation buffers of a conditional network."""
+
+    @property
+    def r_shift(self) -> ResponseStats:
+        return _stats(self, "r_shift")
+
+    @property
+    def r_scale(self) -> ResponseStats:
+        return _stats(self, "r_scale")
+
+
+class MLPDenoiser(_ResponseStatsAccess, nnx.Module):
     """Residual MLP noise predictor for stimuli of any ``shape`` (flattened internally).
 
     Args:
@@ -226,14 +238,6 @@ class MLPDenoiser(nnx.Module):
         self.blocks = nnx.List([_MLPBlock(hidden, emb_dim, dtype, rngs) for _ in range(depth)])
         self.out_norm = nnx.LayerNorm(hidden, **kw)
         self.out = nnx.Linear(hidden, d, kernel_init=nnx.initializers.zeros, **kw)
-
-    @property
-    def r_shift(self) -> ResponseStats:
-        return _stats(self, "r_shift")
-
-    @property
-    def r_scale(self) -> ResponseStats:
-        return _stats(self, "r_scale")
 
     def __call__(self, x_noisy, log_snr, r=None, *, drop=None):
         x, a, r, drop, single = _prepare_inputs(self.shape, self.n_neurons, x_noisy, log_snr, r, drop)
@@ -268,7 +272,7 @@ class _ResBlock(nnx.Module):
         return (h if self.skip is None else self.skip(h)) + y
 
 
-class UNetDenoiser(nnx.Module):
+class UNetDenoiser(_ResponseStatsAccess, nnx.Module):
     """Convolutional UNet noise predictor for images ``(H, W)`` or ``(H, W, C)``.
 
     Args:
@@ -341,14 +345,6 @@ class UNetDenoiser(nnx.Module):
         self.upsample = nnx.List(upsample)
         self.out_norm = nnx.GroupNorm(ch, num_groups=_groups(groups, ch), **kw)
         self.conv_out = nnx.Conv(ch, cin, (3, 3), kernel_init=nnx.initializers.zeros, **kw)
-
-    @property
-    def r_shift(self) -> ResponseStats:
-        return _stats(self, "r_shift")
-
-    @property
-    def r_scale(self) -> ResponseStats:
-        return _stats(self, "r_scale")
 
     def __call__(self, x_noisy, log_snr, r=None, *, drop=None):
         x, a, r, drop, single = _prepare_inputs(self.shape, self.n_neurons, x_noisy, log_snr, r, drop)
