@@ -3,12 +3,19 @@
 A prior is a :class:`Grid` of points and masses; a population comes from
 :mod:`jaxdecomp.neurons`. Each measure is a function ``measure(grid, population)``
 returning one value per grid point (nats), computed in float64.
+
+``differentiable(measure, grid, population)`` gives the same measures as a pure,
+differentiable JAX function of the population's parameters (``jax.grad`` w.r.t.
+tuning-curve centres, widths, amplitudes, noise SDs), with the response cells fixed.
 """
 
 from jaxdecomp.exact._engine import (
+    MEASURE_NAMES,
+    DifferentiableMeasure,
     Integral,
     all_measures,
     cissi,
+    differentiable,
     fisher,
     ilocal,
     kong2,
@@ -29,10 +36,13 @@ from jaxdecomp.exact._grid import (
 from jaxdecomp.exact._responses import response_cells
 
 __all__ = [
+    "MEASURE_NAMES",
+    "DifferentiableMeasure",
     "Grid",
     "Integral",
     "all_measures",
     "cissi",
+    "differentiable",
     "fisher",
     "gaussian_grid",
     "gaussian_grid_2d",

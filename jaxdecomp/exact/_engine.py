@@ -4,6 +4,11 @@ Computed in float64 (inside ``jax.enable_x64``): the noise-level integrand of
 I_local is a squared difference of posterior means that shrinks like ``g`` at
 small noise, where float32 would lose three to four digits.
 
+Every public function builds a plan (grid, response cells: fixed from the concrete
+population) and evaluates it with :func:`_evaluate`, a pure JAX function of the
+population; :func:`differentiable` hands that same function to the user, so gradients
+w.r.t. tuning-curve parameters come from the code that computes the values.
+
 Discrete measures come from the response-cell masses ``P[j, k] = P(cell k | x_j)``
 (see :mod:`jaxdecomp.exact._responses`) and the prior masses ``w_j``.
 
@@ -36,17 +41,22 @@ Numerics (all settings are keyword arguments of the public functions):
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import xlogy
 
 from jaxdecomp._quadrature import gauss_legendre, log_snr_from_variance, variance_from_log_snr
 from jaxdecomp.exact._grid import Grid, axes_of
-from jaxdecomp.exact._responses import Cells, response_cells, sampled_cells
-from jaxdecomp.neurons._populations import _Population, joint_population
+from jaxdecomp.exact._responses import Cells, concrete_rates, response_cells, sampled_cells
+from jaxdecomp.neurons._populations import (
+    JointPopulation,
+    PoissonPopulation,
+    TransformedPopulation,
+    _Population,
+    joint_population,
+)
 
 
 def _x64(fn):
@@ -62,13 +72,19 @@ def _x64(fn):
     return wrapped
 
 
-class _Problem(NamedTuple):
-    X: jax.Array  # (m, d) grid points
-    w: jax.Array  # (m,) prior masses
-    P: jax.Array  # (m, K) response-cell masses
-    cells: Cells
-    points: jax.Array  # grid points in the user's shape, (m,) or (m, 2)
+class _Plan(NamedTuple):
+    """Everything fixed before the population's parameters are traced: the grid, the
+    response cells (their support comes from the concrete population) and the jitted
+    tables. Evaluating a plan (:func:`_evaluate`) is a pure JAX function of the population."""
+
+    points: np.ndarray  # grid points in the user's shape, (m,) or (m, 2), float64
+    w: np.ndarray  # (m,) prior masses
+    cells: Cells  # cells of the measured population (joint with ``given`` when conditional)
     sizes: tuple  # (K1, K2): measure of the inner K2 cells given the outer K1 (K1 = 1: unconditional)
+    given: object  # the conditioning population R1, or None
+    table: Callable  # (joint) population, points (m, ...) -> P (m, K) = P(cell k | x_j)
+    fisher_table: Callable | None  # population, points -> Fisher diagonal (m, d) on the
+    #                                 response cells, where the population has no closed form
 
 
 def _check_inputs(grid, population, given=None):
@@ -80,17 +96,38 @@ def _check_inputs(grid, population, given=None):
         raise TypeError(f"given: expected a population from jaxdecomp.neurons, got {type(given).__name__}")
 
 
-def _problem(grid: Grid, population, given=None, cell_kw=None, cells=None) -> _Problem:
+def _has_closed_form_fisher(population, x) -> bool:
+    try:
+        jax.eval_shape(population.fisher_diag, x)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _plan(grid: Grid, population, given=None, cell_kw=None, cells=None) -> _Plan:
+    """Build the fixed part of a computation from concrete populations (call in x64 mode)."""
     _check_inputs(grid, population, given)
     pop = population if given is None else joint_population(given, population)
-    points = jnp.asarray(grid.points, dtype=jnp.float64)
+    points = np.asarray(grid.points, dtype=np.float64)
     if cells is None:
-        cells = response_cells(pop, np.asarray(points), **(cell_kw or {}))
-    P = jax.jit(jax.vmap(cells.mass))(points)
-    X = points[:, None] if points.ndim == 1 else points
-    K = P.shape[1]
-    sizes = (1, K) if given is None else tuple(int(k) for k in cells.sizes)
-    return _Problem(X, jnp.asarray(grid.weights, jnp.float64), P, cells, points, sizes)
+        cells = response_cells(pop, points, **(cell_kw or {}))
+    sizes = (1, cells.points.shape[0]) if given is None else tuple(int(k) for k in cells.sizes)
+    fisher_table = None
+    if not _has_closed_form_fisher(population, jnp.asarray(points[0])):
+        # Fisher information on the population's own response cells (sum_k (d P_k)^2 / P_k)
+        own = cells if given is None else response_cells(population, points, **(cell_kw or {}))
+
+        def table_fisher(p, x):
+            P = own.mass_of(p, x)
+            dP = jax.jacfwd(own.mass_of, argnums=1)(p, x).reshape(P.shape[0], -1)
+            return jnp.sum(_safe_div(dP**2, P[:, None]), axis=0)
+
+        fisher_table = jax.jit(jax.vmap(table_fisher, in_axes=(None, 0)))
+    table = jax.jit(jax.vmap(cells.mass_of, in_axes=(None, 0)))
+    return _Plan(points, np.asarray(grid.weights, dtype=np.float64), cells, sizes, given, table, fisher_table)
+
+
+# ----------------------------------------------------------------------------- discrete measures
 
 
 def _safe_div(a, b):
@@ -98,7 +135,10 @@ def _safe_div(a, b):
     return jnp.where(ok, a / jnp.where(ok, b, 1.0), 0.0)
 
 
-# ----------------------------------------------------------------------------- discrete measures
+def _plogp(p):
+    """``p log p`` with ``0 log 0 = 0`` and a finite gradient at 0 (``xlogy(p, p)`` has a NaN one)."""
+    ok = p > 0
+    return jnp.where(ok, p * jnp.log(jnp.where(ok, p, 1.0)), 0.0)
 
 
 def _discrete(w, P, volumes=None):
@@ -106,23 +146,23 @@ def _discrete(w, P, volumes=None):
     ``volumes``: cell volumes where they are not all equal (Monte Carlo cells)."""
     pr = w @ P  # (K,) response-cell probabilities
     log_pr = jnp.log(jnp.where(pr > 0, pr, 1.0))
-    plogp = jnp.sum(xlogy(P, P), axis=1)  # -H(R | x_j) on the cells
+    plogp = jnp.sum(_plogp(P), axis=1)  # -H(R | x_j) on the cells
     surprise = plogp - P @ log_pr  # KL(p(r|x) || p(r))
-    H_R = -jnp.sum(xlogy(pr, pr))
+    H_R = -jnp.sum(_plogp(pr))
     if volumes is not None:  # differential entropies: -sum p log(p / volume)
         log_v = jnp.log(jnp.asarray(volumes))
         plogp = plogp - P @ log_v
         H_R = H_R + pr @ log_v
     q = _safe_div(w[:, None] * P, pr[None, :])  # posterior p(x_j | r_k)
-    H_X = -jnp.sum(xlogy(w, w))
-    H_X_r = -jnp.sum(xlogy(q, q), axis=0)  # (K,)
+    H_X = -jnp.sum(_plogp(w))
+    qlogq = jnp.sum(_plogp(q), axis=0)  # (K,) = -H(X | r_k)
     log_w = jnp.log(jnp.where(w > 0, w, 1.0))
-    kl_post = jnp.sum(xlogy(q, q), axis=0) - log_w @ q  # KL(p(x|r_k) || p(x))
+    kl_post = qlogq - log_w @ q  # KL(p(x|r_k) || p(x))
     return dict(
         mutual_information=w @ surprise,
         specific_surprise=surprise,
         specific_information=H_R + plogp,
-        ssi=P @ (H_X - H_X_r),
+        ssi=P @ (H_X + qlogq),
         cissi=P @ kl_post,
     )
 
@@ -170,6 +210,9 @@ def _level_integrands(gs, X, w, P, lo, hi, *, M, chunk, sizes, with_kong2):
     n_y = M**d
     n_chunks = -(-n_y // chunk)
 
+    # jax.checkpoint: under reverse-mode AD keep only each level's (and block's) inputs and
+    # recompute the rest on the backward pass (else every level's (n_y, K) tables are stored)
+    @jax.checkpoint
     def one_level(g):
         s = jnp.sqrt(g)
         axes = [jnp.linspace(lo[i] - 6 * s, hi[i] + 6 * s, M) for i in range(d)]
@@ -180,6 +223,7 @@ def _level_integrands(gs, X, w, P, lo, hi, *, M, chunk, sizes, with_kong2):
             C = (C[:, :, None] * c[:, None, :]).reshape(m, -1)
         Ypad = jnp.concatenate([Y, jnp.broadcast_to(Y[-1], (n_chunks * chunk - n_y, d))])
 
+        @jax.checkpoint
         def block(Yc):
             d2 = jnp.sum((Yc[:, None, :] - X[None, :, :]) ** 2, axis=-1)
             Pi = jax.nn.softmax(log_w[None, :] - d2 / (2 * g), axis=1)  # p(x_j | y)
@@ -204,36 +248,36 @@ def _level_integrands(gs, X, w, P, lo, hi, *, M, chunk, sizes, with_kong2):
     return jax.lax.map(one_level, gs)
 
 
-def _head_fisher(problem: _Problem, population) -> jax.Array:
+@jax.jit
+def _closed_form_fisher(population, points):
+    return jax.vmap(population.fisher_diag)(points)
+
+
+def _head_fisher(plan: _Plan, population, points) -> jax.Array:
     """Fisher information diagonal at each grid point, (m, d): closed form where the
-    population has one, else on the response cells (sum_k (d P_k)^2 / P_k)."""
-    pts = problem.points
-    try:
-        J = jax.jit(jax.vmap(population.fisher_diag))(pts)
-    except NotImplementedError:
-        # the problem's cells are the population's own unless it is conditioned on another
-        cells = problem.cells if problem.sizes[0] == 1 else response_cells(population, np.asarray(pts))
-
-        def table_fisher(x):
-            p = cells.mass(x)
-            dp = jax.jacfwd(cells.mass)(x).reshape(p.shape[0], -1)
-            return jnp.sum(_safe_div(dp**2, p[:, None]), axis=0).reshape(jnp.shape(x))
-
-        J = jax.jit(jax.vmap(table_fisher))(pts)
-    return J.reshape(pts.shape[0], -1)
+    population has one, else on its response cells (sum_k (d P_k)^2 / P_k)."""
+    if plan.fisher_table is None:
+        J = _closed_form_fisher(population, points)
+    else:
+        J = plan.fisher_table(population, points)
+    return J.reshape(points.shape[0], -1)
 
 
-def _integrate(problem: _Problem, population, integral: Integral, with_kong2: bool):
-    lo, hi, g_min, g_max, M = _settings(problem.points, integral)
-    a_nodes, a_weights = gauss_legendre(
-        float(log_snr_from_variance(g_max)), float(log_snr_from_variance(g_min)), integral.n_levels
-    )
-    gs = jnp.concatenate([variance_from_log_snr(jnp.asarray(a_nodes)), jnp.array([g_min, 2 * g_min, g_max])])
+def _integrate(plan: _Plan, P, J0, integral: Integral, with_kong2: bool):
+    """I_local per dimension (m, d) and Kong-2 (m,) (or None) from the table ``P`` (m, K)
+    and the Fisher diagonal ``J0`` (m, d) at the grid points."""
+    lo, hi, g_min, g_max, M = _settings(plan.points, integral)
+    with jax.ensure_compile_time_eval():  # fixed numbers, also when the population is traced
+        a_nodes, a_weights = gauss_legendre(
+            float(log_snr_from_variance(g_max)), float(log_snr_from_variance(g_min)), integral.n_levels
+        )
+        gs = jnp.concatenate([variance_from_log_snr(jnp.asarray(a_nodes)), jnp.array([g_min, 2 * g_min, g_max])])
+    points = jnp.asarray(plan.points)
+    X = points[:, None] if points.ndim == 1 else points
     E, k2 = _level_integrands(
-        gs, problem.X, problem.w, problem.P, jnp.asarray(lo), jnp.asarray(hi),
-        M=M, chunk=int(integral.chunk), sizes=problem.sizes, with_kong2=with_kong2,
+        gs, X, jnp.asarray(plan.w), P, jnp.asarray(lo), jnp.asarray(hi),
+        M=M, chunk=int(integral.chunk), sizes=plan.sizes, with_kong2=with_kong2,
     )
-    J0 = _head_fisher(problem, population)  # (m, d)
     n = len(a_nodes)
     wq = jnp.asarray(a_weights) * gs[:n] / 2  # d g = g d a, and the 1/2 of the definition
 
@@ -248,15 +292,38 @@ def _integrate(problem: _Problem, population, integral: Integral, with_kong2: bo
     return il, k2
 
 
+_DISCRETE = ("mutual_information", "specific_information", "ssi", "specific_surprise", "cissi")
+MEASURE_NAMES = _DISCRETE + ("fisher", "ilocal", "kong2")
+
+
+def _evaluate(plan: _Plan, population, names, integral: Integral = Integral(), per_dim: bool = False) -> dict:
+    """The measures ``names`` of ``population`` on the plan's grid and cells: the one
+    implementation behind every public function and :func:`differentiable`. Pure JAX
+    in the population's array leaves (traceable, differentiable); runs eagerly as well."""
+    pop = population if plan.given is None else joint_population(plan.given, population)
+    points = jnp.asarray(plan.points)
+    P = plan.table(pop, points)
+    out = {}
+    if any(k in _DISCRETE for k in names):
+        out.update(_discrete(jnp.asarray(plan.w), P, plan.cells.volumes))
+    if any(k in ("fisher", "ilocal", "kong2") for k in names):
+        J0 = _head_fisher(plan, population, points)
+        out["fisher"] = J0.sum(axis=1)
+    if any(k in ("ilocal", "kong2") for k in names):
+        il, k2 = _integrate(plan, P, J0, integral, with_kong2="kong2" in names)
+        out.update(ilocal=il if per_dim else il.sum(axis=1), kong2=k2)
+    return {k: out[k] for k in names}
+
+
 # ----------------------------------------------------------------------------- public API
 
 
-_CELL_FIELDS = ("max_cells", "tail", "points_per_sigma")
+_CELL_FIELDS = ("max_cells", "tail", "points_per_sigma", "rate_range")
 
 
 def _options(kw, integral_allowed: bool = True, cells_allowed: bool = True):
     """Split keyword options into noise-integral settings and response-cell settings
-    (``max_cells``, ``tail``, ``points_per_sigma``: see ``response_cells``)."""
+    (``max_cells``, ``tail``, ``points_per_sigma``, ``rate_range``: see ``response_cells``)."""
     allowed = (_CELL_FIELDS if cells_allowed else ()) + (Integral._fields if integral_allowed else ())
     unknown = set(kw) - set(allowed)
     if unknown:
@@ -268,22 +335,22 @@ def _options(kw, integral_allowed: bool = True, cells_allowed: bool = True):
 @_x64
 def mutual_information(grid: Grid, population, **cells) -> jax.Array:
     """I(R; X) in nats, exactly on the grid (response-cell options: see ``response_cells``)."""
-    p = _problem(grid, population, cell_kw=_options(cells, False)[1])
-    return _discrete(p.w, p.P)["mutual_information"]
+    plan = _plan(grid, population, cell_kw=_options(cells, False)[1])
+    return _evaluate(plan, population, ("mutual_information",))["mutual_information"]
 
 
 @_x64
 def fisher(grid: Grid, population, **cells) -> jax.Array:
     """Trace of the Fisher information at each grid point, (m,). Does not average to I(R;X)."""
-    p = _problem(grid, population, cell_kw=_options(cells, False)[1])
-    return _head_fisher(p, population).sum(axis=1)
+    plan = _plan(grid, population, cell_kw=_options(cells, False)[1])
+    return _evaluate(plan, population, ("fisher",))["fisher"]
 
 
 def _discrete_measure(name, doc):
     @_x64
     def measure(grid: Grid, population, **cells) -> jax.Array:
-        p = _problem(grid, population, cell_kw=_options(cells, False)[1])
-        return _discrete(p.w, p.P)[name]
+        plan = _plan(grid, population, cell_kw=_options(cells, False)[1])
+        return _evaluate(plan, population, (name,))[name]
 
     measure.__name__ = name
     measure.__doc__ = doc
@@ -322,9 +389,8 @@ def ilocal(grid: Grid, population, *, given=None, per_dim: bool = False, **optio
     ``max_cells``, ``tail``, ``points_per_sigma`` (see ``response_cells``).
     """
     integral, cells = _options(options)
-    p = _problem(grid, population, given, cells)
-    il, _ = _integrate(p, population, integral, with_kong2=False)
-    return il if per_dim else il.sum(axis=1)
+    plan = _plan(grid, population, given, cells)
+    return _evaluate(plan, population, ("ilocal",), integral, per_dim)["ilocal"]
 
 
 @_x64
@@ -333,9 +399,8 @@ def kong2(grid: Grid, population, *, given=None, **options) -> jax.Array:
     instead of ``p(r | x_g)``, (m,). Averages to I(R;X) but is neither local nor additive.
     Options as for :func:`ilocal`."""
     integral, cells = _options(options)
-    p = _problem(grid, population, given, cells)
-    _, k2 = _integrate(p, population, integral, with_kong2=True)
-    return k2
+    plan = _plan(grid, population, given, cells)
+    return _evaluate(plan, population, ("kong2",), integral)["kong2"]
 
 
 @_x64
@@ -345,18 +410,7 @@ def all_measures(grid: Grid, population, **options) -> dict:
     ``specific_information``, ``ssi``, ``specific_surprise``, ``cissi`` (each (m,)).
     Options as for :func:`ilocal`."""
     integral, cells = _options(options)
-    p = _problem(grid, population, cell_kw=cells)
-    out = _measures(p, population, integral)
-    out["fisher"] = _head_fisher(p, population).sum(axis=1)
-    return out
-
-
-def _measures(problem: _Problem, population, integral: Integral) -> dict:
-    """The discrete measures plus I_local and Kong-2 of one problem (shared noise integral)."""
-    out = _discrete(problem.w, problem.P, problem.cells.volumes)
-    il, k2 = _integrate(problem, population, integral, with_kong2=True)
-    out.update(ilocal=il.sum(axis=1), kong2=k2)
-    return out
+    return _evaluate(_plan(grid, population, cell_kw=cells), population, MEASURE_NAMES, integral)
 
 
 @_x64
@@ -381,10 +435,223 @@ def monte_carlo_measures(key, grid: Grid, population, *, n_samples: int = 20000,
     runs = []
     for b in range(int(n_batches)):
         cells = sampled_cells(jax.random.fold_in(key, b), population, grid.points, grid.weights, per)
-        out = _measures(_problem(grid, population, cells=cells), population, settings)
+        names = tuple(k for k in MEASURE_NAMES if k != "fisher")
+        out = _evaluate(_plan(grid, population, cells=cells), population, names, settings)
         runs.append({k: np.asarray(v) for k, v in out.items()})
     result = {}
     for name in runs[0]:
         stack = np.stack([r[name] for r in runs])
         result[name] = (stack.mean(axis=0), stack.std(axis=0, ddof=1) / np.sqrt(len(runs)))
     return result
+
+
+# ----------------------------------------------------------------------------- differentiable path
+
+_PUBLIC = {
+    mutual_information: ("mutual_information",),
+    fisher: ("fisher",),
+    specific_information: ("specific_information",),
+    ssi: ("ssi",),
+    specific_surprise: ("specific_surprise",),
+    cissi: ("cissi",),
+    ilocal: ("ilocal",),
+    kong2: ("kong2",),
+    all_measures: MEASURE_NAMES,
+}
+
+
+def _measure_names(measure) -> tuple[tuple[str, ...], bool]:
+    """``(names, single)``: which measures, and whether one array (not a dict) is returned."""
+    if isinstance(measure, str):
+        if measure == "all":
+            return MEASURE_NAMES, False
+        if measure in MEASURE_NAMES:
+            return (measure,), True
+        raise ValueError(f"measure: expected one of {MEASURE_NAMES} or 'all', got {measure!r}")
+    if callable(measure):
+        try:
+            names = _PUBLIC[measure]
+        except (KeyError, TypeError):
+            names = None
+        if names is None:
+            raise ValueError(
+                f"measure: expected a measure function of jaxdecomp.exact (e.g. exact.ilocal) or a name, "
+                f"got {getattr(measure, '__name__', type(measure).__name__)}"
+            )
+        return names, len(names) == 1 and measure is not all_measures
+    if isinstance(measure, (tuple, list)) and measure and all(isinstance(k, str) for k in measure):
+        bad = [k for k in measure if k not in MEASURE_NAMES]
+        if bad:
+            raise ValueError(f"measure: unknown names {bad}; expected names from {MEASURE_NAMES}")
+        return tuple(dict.fromkeys(measure)), False
+    raise TypeError(
+        f"measure: expected a name, a sequence of names or a jaxdecomp.exact measure function, "
+        f"got {type(measure).__name__}"
+    )
+
+
+def _poisson_parts(population):
+    if isinstance(population, PoissonPopulation):
+        yield population
+    elif isinstance(population, JointPopulation):
+        yield from _poisson_parts(population.first)
+        yield from _poisson_parts(population.second)
+    elif isinstance(population, TransformedPopulation):
+        yield from _poisson_parts(population.base)
+
+
+def _as_float64(leaf):
+    if jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+        return jnp.asarray(leaf, dtype=jnp.float64)
+    return leaf
+
+
+class DifferentiableMeasure:
+    """A measure of the exact engine as a pure JAX function of a population's parameters.
+
+    Made by :func:`differentiable`; ``fn(population)`` returns what the public function
+    returns (a scalar or (m,) / (m, d) array, or a dict of them, nats), as float64 jax
+    arrays, and is traceable (in float64 mode: see :func:`differentiable`): ``jax.grad``,
+    ``jax.value_and_grad``, ``jax.jit``, ``jax.jvp``, ``jax.jacrev`` all apply, differentiating w.r.t. every floating array leaf of the
+    population (tuning-curve parameters, Gaussian ``sigma``). The grid, the response
+    cells, the conditioning population ``given`` and the numerical settings are fixed
+    at construction. Use :meth:`missing_mass` to check that new parameters stay within
+    the response cells.
+    """
+
+    def __init__(self, plan: _Plan, names, single: bool, integral: Integral, per_dim: bool, reference):
+        self._plan, self._names, self._single = plan, names, single
+        self._integral, self._per_dim = integral, per_dim
+        self._reference = reference
+        flat, self._treedef = jax.tree_util.tree_flatten_with_path(reference)
+        self._shapes = [(jax.tree_util.keystr(path), jnp.shape(leaf)) for path, leaf in flat]
+        self.__name__ = f"differentiable_{'_'.join(names) if single else 'measures'}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The measures computed (a single one is returned as an array, several as a dict)."""
+        return self._names
+
+    @property
+    def n_cells(self) -> int:
+        """Number of response cells K (the tables are (m, K) float64)."""
+        return int(self._plan.cells.points.shape[0])
+
+    def _check(self, population):
+        if not isinstance(population, _Population):
+            raise TypeError(
+                f"population: expected a population from jaxdecomp.neurons with the structure of the one "
+                f"given at construction ({type(self._reference).__name__}), got {type(population).__name__}"
+            )
+        flat, treedef = jax.tree_util.tree_flatten_with_path(population)
+        if treedef != self._treedef:
+            raise ValueError(
+                f"population: its pytree structure differs from the population given at construction "
+                f"(got {treedef}, expected {self._treedef}); the response cells are fixed per structure, "
+                f"so build a new differentiable measure for it"
+            )
+        for (path, leaf), (name, shape) in zip(flat, self._shapes):
+            if jnp.shape(leaf) != shape:
+                raise ValueError(
+                    f"population: parameter {name or '<root>'} has shape {jnp.shape(leaf)}, expected {shape} "
+                    f"as at construction (the number of neurons and the stimulus dimension are fixed)"
+                )
+
+    def _require_x64(self):
+        if not jax.config.jax_enable_x64:
+            raise RuntimeError(
+                f"{self.__name__}: needs float64; call it (and jax.grad / jax.jit of it) inside "
+                f"`with jax.enable_x64(True):` or after jax.config.update('jax_enable_x64', True). "
+                f"(The backward pass of jax.grad is traced outside this function, so it cannot switch "
+                f"float64 on by itself: its products would be truncated to float32.)"
+            )
+
+    def __call__(self, population):
+        self._check(population)
+        self._require_x64()
+        pop = jax.tree_util.tree_map(_as_float64, population)
+        out = _evaluate(self._plan, pop, self._names, self._integral, self._per_dim)
+        return out[self._names[0]] if self._single else out
+
+    def missing_mass(self, population) -> float:
+        """Largest probability, over the grid points, of responses outside the fixed cells,
+        ``max_j (1 - sum_k P(cell k | x_j))`` for a concrete ``population``. About
+        ``n * tail`` (Poisson; ~0 for Gaussian) while the cells cover its rates; a larger
+        value means the parameters left the range the cells were built for, and every
+        measure is then off by about that much: rebuild with a wider ``rate_range``."""
+        self._check(population)
+        self._require_x64()
+        pop = jax.tree_util.tree_map(_as_float64, population)
+        pop = pop if self._plan.given is None else joint_population(self._plan.given, pop)
+        P = self._plan.table(pop, jnp.asarray(self._plan.points))
+        return float(jnp.max(1.0 - jnp.sum(P, axis=1)))
+
+    def __repr__(self) -> str:
+        what = self._names[0] if self._single else list(self._names)
+        return f"DifferentiableMeasure({what}, m={self._plan.points.shape[0]}, cells={self.n_cells})"
+
+
+def differentiable(measure, grid: Grid, population, *, given=None, per_dim: bool = False,
+                   **options) -> DifferentiableMeasure:
+    """A measure of the exact engine as a differentiable function of the population.
+
+    ``fn = differentiable(measure, grid, population, **options)``; then ``fn(pop)``
+    for any population ``pop`` of the same structure (same kind, same number of
+    neurons, other parameter values) returns the measure exactly as the public
+    function (``measure(grid, pop, **options)``) would, through the same code, but as
+    a pure JAX function of ``pop``'s array leaves: ``jax.grad(lambda p:
+    fn(p))(pop)`` is the gradient of I(R;X) (a population of the same pytree type,
+    holding d I / d parameter), ``jax.jacrev(fn)(pop)`` that of I_local(x_j) at every
+    grid point, and ``jax.jit(fn)`` compiles it.
+
+    measure: a name (``"mutual_information"``, ``"ilocal"``, ``"kong2"``, ``"fisher"``,
+        ``"specific_information"``, ``"ssi"``, ``"specific_surprise"``, ``"cissi"``),
+        the public function itself (``exact.ilocal``), a sequence of names or ``"all"``
+        / ``exact.all_measures`` (then ``fn`` returns a dict). Every measure is
+        differentiable: the discrete ones through the response-cell masses, I_local and
+        Kong-2 also through the noise integral, whose settings (levels, blur grid) are
+        fixed numbers, so the gradient is the exact gradient of the computed value.
+    grid: the prior (fixed; not differentiated).
+    population: fixes the structure and, through its rates on the grid, the response
+        cells. The cells do not move with the parameters: they must cover the rates
+        the parameters will produce, else the responses outside them are dropped
+        (see :meth:`DifferentiableMeasure.missing_mass`). Leave room with the option
+        ``rate_range=(lo, hi)`` (e.g. ``(0, peak rate)`` for Poisson tuning curves
+        whose amplitudes may grow), or a smaller ``tail``.
+    given: a fixed conditioning population R1 (``ilocal``/``kong2`` only; not differentiated).
+    per_dim: I_local per stimulus dimension, (m, d) (``ilocal`` only).
+    options: as for the public functions: response cells (``tail``, ``points_per_sigma``,
+        ``max_cells``, ``rate_range``) and the noise integral (``n_levels``, ``g_min``,
+        ``g_max``, ``blur_points``, ``chunk``).
+
+    Precision: float64. ``fn`` must be called, and differentiated, with float64 enabled
+    (inside ``with jax.enable_x64(True):`` or with ``jax_enable_x64`` set); it raises a
+    RuntimeError otherwise, because the backward pass of ``jax.grad`` is traced after
+    ``fn`` returns and would silently run in float32. ``fn`` casts the population's
+    floating leaves to float64 (gradients come back in the leaves' own dtype, so build
+    the population in x64 mode too). The construction itself (this function) may run
+    in either mode.
+    Poisson rates must be positive on the grid (a positive baseline): at a zero rate the
+    gradient of ``log p(r | x)`` is infinite; this is checked here.
+
+    Memory: reverse mode stores the (m, K) cell table and its cotangent and, through
+    ``jax.checkpoint``, recomputes one noise level at a time (about the forward pass's
+    memory, twice its time or more).
+    """
+    names, single = _measure_names(measure)
+    if given is not None and not set(names) <= {"ilocal", "kong2"}:
+        raise ValueError(f"given: conditional measures are ilocal and kong2 only, got measures {list(names)}")
+    if per_dim and "ilocal" not in names:
+        raise ValueError(f"per_dim: applies to ilocal only, got measures {list(names)}")
+    integral, cell_kw = _options(options)
+    with jax.enable_x64(True):
+        plan = _plan(grid, population, given, cell_kw)
+        for part in _poisson_parts(population):
+            f = concrete_rates(part, plan.points)
+            if not np.all(f > 0):
+                raise ValueError(
+                    f"population: Poisson rates must be positive on the grid for gradients (minimum "
+                    f"{f.min():.3g}); the gradient of log p(r|x) is infinite at a zero rate. Add a positive baseline."
+                )
+        _settings(plan.points, integral)  # validate the noise-integral settings now, not at trace time
+    return DifferentiableMeasure(plan, names, single, integral, bool(per_dim), population)

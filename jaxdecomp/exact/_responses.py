@@ -4,6 +4,13 @@
 and a function ``mass(x) -> (K,)`` giving ``P(R in cell k | x)`` for one stimulus.
 Everything in :mod:`jaxdecomp.exact` is computed from these masses.
 
+The cells (their number and positions) are fixed from concrete rates; the masses are
+a pure JAX function of the population too: ``mass_of(population, x)`` gives them for
+any population of the same structure (other parameter values), differentiably in its
+array leaves. ``mass`` is ``mass_of`` at the population the cells were built from.
+The cells stay exact while the rates stay inside the range they were built for: the
+rates on the grid, widened by the ``rate_range`` option.
+
 * Poisson counts are enumerated exactly, per neuron from 0 to the smallest
   ``c_max`` whose upper tail ``P(N > c_max)`` is below ``tail`` (default 1e-9)
   at the largest rate on the grid; the masses of a stimulus therefore sum to
@@ -21,6 +28,7 @@ Everything in :mod:`jaxdecomp.exact` is computed from these masses.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Callable, NamedTuple
 
@@ -43,10 +51,38 @@ class Cells(NamedTuple):
     mass: Callable  # x -> (K,) probability of each cell given one stimulus
     sizes: tuple  # (K1, K2) for a joint population (first, second), else (K,)
     volumes: np.ndarray | None = None  # (K,) cell volumes where they differ (Monte Carlo), else None
+    mass_of: Callable | None = None  # (population, x) -> (K,): ``mass`` for other parameter values
 
 
 class TooManyCells(ValueError):
     """Exact enumeration of the responses would need more cells than allowed."""
+
+
+def _rate_bounds(f: np.ndarray, rate_range) -> tuple[np.ndarray, np.ndarray]:
+    """Per-neuron (lo, hi), each (n,): the range of the rates ``f`` (m, n) on the grid,
+    widened to include ``rate_range`` (``None``, or ``(lo, hi)`` scalars or (n,) arrays)."""
+    lo, hi = f.min(axis=0), f.max(axis=0)
+    if rate_range is None:
+        return lo, hi
+    try:
+        r_lo, r_hi = (np.broadcast_to(np.asarray(v, dtype=np.float64), lo.shape) for v in rate_range)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"rate_range: expected (lo, hi) with scalars or arrays of shape ({lo.shape[0]},), got {rate_range!r}"
+        ) from err
+    if not (np.all(np.isfinite(r_lo)) and np.all(np.isfinite(r_hi)) and np.all(r_lo <= r_hi)):
+        raise ValueError(f"rate_range: expected finite lo <= hi, got {rate_range!r}")
+    return np.minimum(lo, r_lo), np.maximum(hi, r_hi)
+
+
+def _split_range(rate_range, n_first: int):
+    """``rate_range`` for the two parts of a joint population (scalars pass through)."""
+    if rate_range is None:
+        return None, None
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in rate_range)
+    part = lambda v, s: v if v.ndim == 0 else v[s]  # noqa: E731
+    first, second = slice(None, n_first), slice(n_first, None)
+    return (part(lo, first), part(hi, first)), (part(lo, second), part(hi, second))
 
 
 def concrete_rates(population, points) -> np.ndarray:
@@ -83,44 +119,46 @@ def _kron_rows(vs):
     return out
 
 
-def _poisson_cells(pop: PoissonPopulation, points, tail, max_cells) -> Cells:
+def _poisson_cells(pop: PoissonPopulation, points, tail, max_cells, rate_range) -> Cells:
     f = concrete_rates(pop, points)
     if np.any(f < 0):
         raise ValueError(f"rate_fn: Poisson rates must be non-negative, got minimum {f.min():.6g}")
-    counts = [np.arange(_poisson_cmax(float(lam), tail) + 1, dtype=np.float64) for lam in f.max(axis=0)]
+    _, hi = _rate_bounds(f, rate_range)
+    counts = [np.arange(_poisson_cmax(float(lam), tail) + 1, dtype=np.float64) for lam in hi]
     _check_size([len(c) for c in counts], max_cells)
     counts_j = [jnp.asarray(c) for c in counts]
 
-    def mass(x):
-        rates = pop.rate(x)
+    def mass_of(population, x):
+        rates = population.rate(x)
         return _kron_rows([jnp.exp(poisson_log_pmf(c, rates[i])) for i, c in enumerate(counts_j)])
 
     K = int(np.prod([len(c) for c in counts]))
-    return Cells(_product(counts), mass, (K,))
+    return Cells(_product(counts), functools.partial(mass_of, pop), (K,), mass_of=mass_of)
 
 
-def _gaussian_cells(pop: GaussianPopulation, points, points_per_sigma, max_cells) -> Cells:
+def _gaussian_cells(pop: GaussianPopulation, points, points_per_sigma, max_cells, rate_range) -> Cells:
     f = concrete_rates(pop, points)
+    lo, hi = _rate_bounds(f, rate_range)
     sig = np.broadcast_to(np.asarray(pop.sigma, dtype=np.float64), (f.shape[1],))
     centres = []
     for i in range(f.shape[1]):
         h = sig[i] / points_per_sigma
-        k_lo = int(np.floor((f[:, i].min() - 8 * sig[i]) / h))
-        k_hi = int(np.ceil((f[:, i].max() + 8 * sig[i]) / h))
+        k_lo = int(np.floor((lo[i] - 8 * sig[i]) / h))
+        k_hi = int(np.ceil((hi[i] + 8 * sig[i]) / h))
         centres.append((np.arange(k_lo, k_hi + 1, dtype=np.float64) + 0.5) * h)
     _check_size([len(c) for c in centres], max_cells)
     centres_j = [jnp.asarray(c) for c in centres]
-    widths = jnp.asarray(sig / points_per_sigma)
+    widths = jnp.asarray(sig / points_per_sigma)  # cell widths stay fixed if sigma changes later
 
-    def mass(x):
-        rates = pop.rate(x)
-        sigma = jnp.broadcast_to(pop.sigma, rates.shape)
+    def mass_of(population, x):
+        rates = population.rate(x)
+        sigma = jnp.broadcast_to(population.sigma, rates.shape)
         return _kron_rows(
             [widths[i] * jnp.exp(gaussian_log_density(c, rates[i], sigma[i])) for i, c in enumerate(centres_j)]
         )
 
     K = int(np.prod([len(c) for c in centres]))
-    return Cells(_product(centres), mass, (K,))
+    return Cells(_product(centres), functools.partial(mass_of, pop), (K,), mass_of=mass_of)
 
 
 def _check_size(per_neuron: list[int], max_cells: int) -> None:
@@ -135,28 +173,37 @@ def _check_size(per_neuron: list[int], max_cells: int) -> None:
 
 
 def response_cells(population, points, *, tail: float = 1e-9, points_per_sigma: float = 1.0,
-                   max_cells: int = 20000) -> Cells:
-    """Cells of ``population``'s response space and their masses given one stimulus."""
+                   max_cells: int = 20000, rate_range=None) -> Cells:
+    """Cells of ``population``'s response space and their masses given one stimulus.
+
+    ``rate_range``: ``(lo, hi)``, scalars or arrays (n,) over all neurons: make the
+    cells also cover rates in ``[lo, hi]`` (beyond those of ``population`` on the
+    grid), so that ``mass_of`` stays exact for parameters that move the rates there
+    (Poisson: counts up to the tail of a rate ``hi``; Gaussian: ``lo - 8 sigma`` to
+    ``hi + 8 sigma``). Default: the rates on the grid only.
+    """
     if isinstance(population, PoissonPopulation):
-        return _poisson_cells(population, points, tail, max_cells)
+        return _poisson_cells(population, points, tail, max_cells, rate_range)
     if isinstance(population, GaussianPopulation):
-        return _gaussian_cells(population, points, points_per_sigma, max_cells)
+        return _gaussian_cells(population, points, points_per_sigma, max_cells, rate_range)
     kw = dict(tail=tail, points_per_sigma=points_per_sigma, max_cells=max_cells)
     if isinstance(population, JointPopulation):
-        a = response_cells(population.first, points, **kw)
-        b = response_cells(population.second, points, **kw)
+        n_first = concrete_rates(population.first, points).shape[1]
+        range_a, range_b = _split_range(rate_range, n_first)
+        a = response_cells(population.first, points, rate_range=range_a, **kw)
+        b = response_cells(population.second, points, rate_range=range_b, **kw)
         K1, K2 = a.points.shape[0], b.points.shape[0]
         _check_size([K1, K2], max_cells)
         pts = np.concatenate(
             [np.repeat(a.points, K2, axis=0), np.tile(b.points, (K1, 1))], axis=1
         )
 
-        def mass(x):
-            return (a.mass(x)[:, None] * b.mass(x)[None, :]).reshape(-1)
+        def mass_of(pop, x):
+            return (a.mass_of(pop.first, x)[:, None] * b.mass_of(pop.second, x)[None, :]).reshape(-1)
 
-        return Cells(pts, mass, (K1, K2))
+        return Cells(pts, functools.partial(mass_of, population), (K1, K2), mass_of=mass_of)
     if isinstance(population, TransformedPopulation):
-        base = response_cells(population.base, points, **kw)
+        base = response_cells(population.base, points, rate_range=rate_range, **kw)
         images = np.asarray(jax.vmap(population.transform)(jnp.asarray(base.points)), dtype=np.float64)
         images = images.reshape(base.points.shape[0], -1)
         keys = np.round(images, 12)
@@ -164,10 +211,10 @@ def response_cells(population, points, *, tail: float = 1e-9, points_per_sigma: 
         ids = jnp.asarray(ids.reshape(-1))
         U = uniq.shape[0]
 
-        def mass(x):
-            return jax.ops.segment_sum(base.mass(x), ids, num_segments=U)
+        def mass_of(pop, x):
+            return jax.ops.segment_sum(base.mass_of(pop.base, x), ids, num_segments=U)
 
-        return Cells(uniq, mass, (U,))
+        return Cells(uniq, functools.partial(mass_of, population), (U,), mass_of=mass_of)
     raise TypeError(
         f"population: jaxdecomp.exact supports Poisson, Gaussian, joint and transformed populations, "
         f"got {type(population).__name__}"
@@ -188,13 +235,14 @@ def sampled_cells(key, population, points, weights, n: int) -> Cells:
     idx = jax.random.choice(k_idx, X.shape[0], (n,), p=w)
     R = jax.vmap(population.sample)(jax.random.split(k_r, n), X[idx])
 
-    def log_lik(x):
-        return jax.vmap(lambda r: population.log_prob(r, x))(R)
+    def log_lik(pop, x):
+        return jax.vmap(lambda r: pop.log_prob(r, x))(R)
 
-    logL = jax.lax.map(log_lik, X)  # (m, n)
+    logL = jax.lax.map(functools.partial(log_lik, population), X)  # (m, n)
     log_q = jax.scipy.special.logsumexp(logL + jnp.log(jnp.where(w > 0, w, 1e-300))[:, None], axis=0)
 
-    def mass(x):
-        return jnp.exp(log_lik(x) - log_q) / n
+    def mass_of(pop, x):  # importance weights with the proposal q fixed
+        return jnp.exp(log_lik(pop, x) - log_q) / n
 
-    return Cells(np.asarray(R), mass, (n,), np.asarray(jnp.exp(-log_q) / n))
+    return Cells(np.asarray(R), functools.partial(mass_of, population), (n,), np.asarray(jnp.exp(-log_q) / n),
+                 mass_of=mass_of)
