@@ -1,0 +1,67 @@
+"""Shared pieces of the image experiments (Fig. 4/6, 7, 8): training a response-conditioned UNet on
+simulated pairs, and the statistics that turn the paper's image findings into numbers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxdecomp.cli import build_denoiser, denoiser_spec, simulate_responses
+from jaxdecomp.diffusion import TrainConfig, train
+
+
+def train_on(key, population, x_train, *, channels, steps: int, batch: int = 64, copies: int = 2,
+             checkpoint_dir=None, lr: float = 1e-3, n_neurons: int = 49):
+    """Simulate ``copies`` responses per training image and train one conditional UNet (condition
+    dropout gives the unconditional denoiser too). Returns ``(model, info dict)``."""
+    k_resp, k_train = jax.random.split(key)
+    xs, rs = simulate_responses(k_resp, population, np.asarray(x_train, np.float32), copies)
+    net = build_denoiser(denoiser_spec(x_train.shape[1:], n_neurons, channels))
+    t0 = time.perf_counter()
+    res = train(net, xs, rs, TrainConfig(steps=steps, batch_size=batch, learning_rate=lr, warmup_steps=min(200, steps // 5),
+                                         checkpoint_every=max(steps // 4, 1)),
+                checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir), key=k_train)
+    info = dict(pairs=int(xs.shape[0]), steps=int(res.step), channels=list(channels),
+                seconds=time.perf_counter() - t0, final_loss=float(res.losses[-1, 1]))
+    return res.model, info
+
+
+def edge_strength(x) -> np.ndarray:
+    """Gradient magnitude of images ``(..., H, W)`` (central differences, pixel units)."""
+    x = np.asarray(x, np.float64)
+    gy, gx = np.gradient(x, axis=(-2, -1))
+    return np.hypot(gy, gx)
+
+
+def rf_region(shape, centers, radius: float) -> np.ndarray:
+    """Boolean ``(H, W)`` mask of the pixels within ``radius`` (image units, [-1, 1]^2) of any RF centre."""
+    from jaxdecomp.neurons import pixel_coordinates
+
+    pix = pixel_coordinates(tuple(shape)).reshape(-1, 2)
+    d2 = np.sum((pix[:, None, :] - np.asarray(centers)[None]) ** 2, -1).min(1)
+    return (d2 <= radius**2).reshape(shape)
+
+
+def _corr(a, b) -> float:
+    a, b = np.ravel(a) - np.mean(a), np.ravel(b) - np.mean(b)
+    den = np.sqrt(np.sum(a * a) * np.sum(b * b))
+    return float(np.sum(a * b) / den) if den > 0 else float("nan")
+
+
+def edge_correlations(images, maps, region=None) -> np.ndarray:
+    """Per image, the Pearson correlation over pixels (those in ``region`` if given) between a map
+    and the image's edge strength. ``images, maps: (B, H, W)``; returns ``(B,)``."""
+    e = edge_strength(images)
+    m = np.asarray(maps)
+    if region is not None:
+        return np.array([_corr(mi[region], ei[region]) for mi, ei in zip(m, e)])
+    return np.array([_corr(mi, ei) for mi, ei in zip(m, e)])
+
+
+def share_in(maps, region) -> np.ndarray:
+    """Per map, the share of its (non-negative) total inside ``region``; ``maps: (B, H, W)``."""
+    m = np.abs(np.asarray(maps, np.float64)).reshape(len(maps), -1)
+    return m[:, np.ravel(region)].sum(1) / m.sum(1)
