@@ -220,19 +220,23 @@ def test_bad_input():
 
 
 def test_ilocal_is_differentiable_in_the_stimulus():
-    """jax.grad flows through the estimator (noise path and denoisers) for analytic and network
-    denoisers and gives finite gradients of the stimulus shape. Responses are drawn with
-    stop_gradient, so this is not the full gradient of I_local (the score-function term of the
-    sampled responses is missing); checking gradient values is the gradients issue's work."""
+    """jax.grad flows through the estimator for analytic and network denoisers and gives finite
+    gradients of the stimulus shape. The gradient includes the score-function terms of the sampled
+    responses (zero-valued surrogates: the value is the same with and without them, the gradient
+    is not); its VALUES are checked against the exact engine in tests/test_gradients.py."""
     from flax import nnx
 
     from jaxdecomp.diffusion import MLPDenoiser
 
     D = _gmm_d4()
     x0 = D.prior_sample(jax.random.PRNGKey(1), 1)[0]
-    f = lambda x: E.ilocal(jax.random.PRNGKey(0), D, D.population, x, n_samples=16).total  # noqa: E731
-    g = jax.grad(f)(x0)
+
+    def f(x, score=True):
+        return E.ilocal(jax.random.PRNGKey(0), D, D.population, x, n_samples=16, score_gradient=score).total
+
+    (v, g), (v0, g0) = jax.value_and_grad(f)(x0), jax.value_and_grad(lambda x: f(x, False))(x0)
     assert g.shape == x0.shape and np.all(np.isfinite(np.asarray(g)))
+    assert float(v) == float(v0) and not np.allclose(np.asarray(g), np.asarray(g0))
     net = MLPDenoiser((4,), n_neurons=3, hidden=32, depth=1, rngs=nnx.Rngs(0))
     gn = jax.grad(lambda x: E.ilocal(jax.random.PRNGKey(0), net, D.population, x, n_samples=4, n_steps=2).total)(x0)
     assert gn.shape == x0.shape and np.all(np.isfinite(np.asarray(gn)))
