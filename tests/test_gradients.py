@@ -285,3 +285,22 @@ def test_score_gradient_needs_log_prob():
     est = E.ilocal(jax.random.PRNGKey(0), D, pop, jnp.array([0.1]), n_samples=4, response_sampler="clean",
                    fisher_correction=False, score_gradient=False)
     assert np.isfinite(float(est.total))
+
+
+def test_gradient_is_finite_when_poisson_rates_underflow():
+    """Regression: with an untrained network the posterior mean at low SNR is far outside the
+    image range, LNP rates underflow to 0 and log p(r|x_r) was -inf, giving a NaN score-function
+    gradient (posterior_mean sampler). Rates are now floored inside the log."""
+    from flax import nnx
+
+    from jaxdecomp import neurons
+    from jaxdecomp.diffusion import UNetDenoiser, schedules
+
+    pop = neurons.lnp_population((8, 8))
+    net = UNetDenoiser((8, 8), n_neurons=49, channels=(8, 16), rngs=nnx.Rngs(0))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (8, 8), minval=-1, maxval=1)
+    lv = schedules.levels("gauss_legendre", -10, 8, 8)
+    g = jax.grad(lambda x: E.ilocal(jax.random.PRNGKey(0), net, pop, x, levels=lv, n_samples=4,
+                                    response_sampler="posterior_mean").total)(x)
+    assert np.all(np.isfinite(np.asarray(g)))
+    assert float(jnp.linalg.norm(g)) > 0

@@ -30,8 +30,14 @@ Array = Any
 
 
 def poisson_log_pmf(r, f):
-    """Elementwise Poisson log-probability of counts ``r`` at rates ``f``."""
-    return xlogy(r, f) - f - gammaln(r + 1.0)
+    """Elementwise Poisson log-probability of counts ``r`` at rates ``f``.
+
+    Rates are floored at the dtype's smallest normal number inside the logarithm, so a rate
+    that underflows to 0 gives a large finite penalty (and a zero, not NaN, gradient) instead
+    of ``-inf``; for ``r = 0`` the value is exact."""
+    f = jnp.asarray(f)
+    tiny = jnp.finfo(f.dtype).tiny if jnp.issubdtype(f.dtype, jnp.floating) else 1e-30
+    return xlogy(r, jnp.maximum(f, tiny)) - f - gammaln(r + 1.0)
 
 
 def gaussian_log_density(r, f, sigma):
