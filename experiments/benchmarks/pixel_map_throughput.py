@@ -72,6 +72,9 @@ def main(argv=None):
     p.add_argument("--train-batch", type=int, default=64)
     p.add_argument("--train-steps", type=int, default=20)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--samplers", nargs="+", default=["posterior_mean", "posterior_sample"],
+                   choices=["posterior_mean", "posterior_sample"])
+    p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args(argv)
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     rows, train_rows = [], []
@@ -79,8 +82,9 @@ def main(argv=None):
         pop = neurons.lnp_population((size, size))
         net = UNetDenoiser((size, size), n_neurons=49, channels=tuple(args.channels), dtype=dtype, rngs=nnx.Rngs(0))
         x = jnp.asarray(jax.random.uniform(jax.random.PRNGKey(2), (args.batch, size, size), minval=-1, maxval=1))
-        for sampler in ("posterior_mean", "posterior_sample"):
-            row = dict(size=size, **time_maps(net, pop, x, sampler, args.n_samples, args.n_steps, args.chunk))
+        for sampler in args.samplers:
+            row = dict(size=size, **time_maps(net, pop, x, sampler, args.n_samples, args.n_steps, args.chunk,
+                                              args.repeats))
             rows.append(row)
             print(f"{size}x{size} {sampler:17s} batch {row['batch']}: {row['images_per_s']:.4f} images/s "
                   f"({row['seconds']:.1f} s per call; first call {row['first_call_seconds']:.1f} s)", flush=True)
