@@ -12,9 +12,10 @@ replicates the error in SE units is t-distributed with 31 degrees of freedom (|t
 times the integrand: sample kurtosis in the hundreds at some noise levels), so the replicate SE
 is itself noisy and somewhat optimistic: over three seeds of 64 replicates the estimates at
 x = -1.31 in the linear-Gaussian case scatter with chi^2 = 7 on 2 d.o.f. while their pooled mean is
-1.3 SE from the truth. The tests therefore allow 3.5 SE (``Z_TOL``), and, to have power, require
-the SE to be below 8% of the gradient (a relative error of ~30% or more fails). Keys are fixed,
-so the tests are deterministic.
+1.3 SE from the truth. The tests allow 3 SE (``Z_TOL``, the issue's criterion; with these fixed
+keys every comparison measured within 1.7 SE), and, to have power, require the SE to be below 8%
+of the gradient (a relative error of ~30% or more fails). Keys are fixed, so the tests are
+deterministic; with other keys the heavy tails make a 3-SE miss more likely than 0.5%.
 
 Compilation dominates the run time on CPU (~5-10 s per compiled gradient), so each test
 compiles one function and runs all its replicates in one call.
@@ -34,7 +35,7 @@ from jaxdecomp.diffusion import GridDenoiser, gmm_denoiser, grid_denoiser
 from jaxdecomp.diffusion import schedules as S
 
 N_REP = 32
-Z_TOL = 3.5
+Z_TOL = 3.0
 
 
 def _mean_se(g):
