@@ -39,6 +39,15 @@ Array = Any
 __all__ = ["GaussianMixtureDenoiser", "GridDenoiser", "gaussian_denoiser", "gmm_denoiser", "grid_denoiser"]
 
 
+def _flatten_one(x, shape, name):
+    """One stimulus of ``shape`` as a flat vector; a clear error naming ``name`` otherwise."""
+    x = jnp.asarray(x)
+    if x.shape != tuple(shape):
+        raise ValueError(f"{name}: expected one stimulus of shape {tuple(shape)}, got {x.shape} "
+                         "(batch with jax.vmap)")
+    return jnp.reshape(x, (-1,))
+
+
 @struct.dataclass
 class GaussianMixtureDenoiser:
     """Exact noise-prediction denoiser ``eps_hat = D(x_noisy, log_snr, r)`` for a Gaussian-mixture prior.
@@ -77,11 +86,7 @@ class GaussianMixtureDenoiser:
         return gaussian_population(linear(self.A), self.noise_sd)
 
     def _flat(self, x, name):
-        x = jnp.asarray(x)
-        if x.shape != tuple(self.shape):
-            raise ValueError(f"{name}: expected one stimulus of shape {tuple(self.shape)}, got {x.shape} "
-                             "(batch with jax.vmap)")
-        return jnp.reshape(x, (-1,))
+        return _flatten_one(x, self.shape, name)
 
     def _check_r(self, r):
         r = jnp.asarray(r)
@@ -329,11 +334,7 @@ class GridDenoiser:
         return self.encoder
 
     def _flat(self, x, name):
-        x = jnp.asarray(x)
-        if x.shape != tuple(self.shape):
-            raise ValueError(f"{name}: expected one stimulus of shape {tuple(self.shape)}, got {x.shape} "
-                             "(batch with jax.vmap)")
-        return jnp.reshape(x, (-1,))
+        return _flatten_one(x, self.shape, name)
 
     def log_likelihoods(self, r):
         """``log p(r | x_j)`` at every point, shape ``(m,)``."""
