@@ -45,6 +45,28 @@ def rf_region(shape, centers, radius: float) -> np.ndarray:
     return (d2 <= radius**2).reshape(shape)
 
 
+def maps_and_statistics(key, model, population, x_test, cfg, region, suffix: str):
+    """I_local and Fisher maps of ``x_test`` (``jaxdecomp.cli.pixel_maps`` with ``cfg``'s n_levels,
+    n_samples, n_steps), their seconds, and the edge / region statistics. Keys of the region
+    statistics end in ``suffix`` (e.g. ``"rf"``). Returns ``(maps, seconds, stats)``."""
+    from jaxdecomp.cli import pixel_maps
+
+    t0 = time.perf_counter()
+    maps = pixel_maps(key, model, population, x_test, n_levels=cfg["n_levels"], n_samples=cfg["n_samples"],
+                      n_steps=cfg["n_steps"])
+    seconds = time.perf_counter() - t0
+    stats = {
+        "region_pixel_share": float(region.mean()),
+        f"fisher_share_in_{suffix}": share_in(maps["fisher"], region),
+        f"ilocal_share_in_{suffix}": share_in(maps["ilocal"], region),
+        "edge_corr_ilocal": edge_correlations(x_test, maps["ilocal"]),
+        "edge_corr_fisher": edge_correlations(x_test, maps["fisher"]),
+        f"edge_corr_ilocal_in_{suffix}": edge_correlations(x_test, maps["ilocal"], region),
+        f"edge_corr_fisher_in_{suffix}": edge_correlations(x_test, maps["fisher"], region),
+    }
+    return maps, seconds, stats
+
+
 def _corr(a, b) -> float:
     a, b = np.ravel(a) - np.mean(a), np.ravel(b) - np.mean(b)
     den = np.sqrt(np.sum(a * a) * np.sum(b * b))

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _images  # noqa: E402
 
 from jaxdecomp import data, neurons  # noqa: E402
-from jaxdecomp.cli import map_figure, pixel_maps  # noqa: E402
+from jaxdecomp.cli import map_figure  # noqa: E402
 
 SETTINGS = {
     "quick": dict(size=16, channels=(32, 64), steps=2500, copies=2, n_fig4=4, n_fig6=12, n_levels=24,
@@ -60,20 +60,8 @@ def run(full: bool = False, seed: int = 0, steps: int | None = None, checkpoint_
     pop = neurons.lnp_population((size, size))
     model, info = _images.train_on(k_train, pop, x_train, channels=cfg["channels"], steps=cfg["steps"],
                                    copies=cfg["copies"], checkpoint_dir=checkpoint_dir)
-    t0 = time.perf_counter()
-    maps = pixel_maps(k_maps, model, pop, x_test, n_levels=cfg["n_levels"], n_samples=cfg["n_samples"],
-                      n_steps=cfg["n_steps"])
-    t_maps = time.perf_counter() - t0
     region = _images.rf_region((size, size), neurons.lattice_centers(), 2 * RF_SD)
-    stats = dict(
-        rf_region_pixel_share=float(region.mean()),
-        fisher_share_in_rf=_images.share_in(maps["fisher"], region),
-        ilocal_share_in_rf=_images.share_in(maps["ilocal"], region),
-        edge_corr_ilocal=_images.edge_correlations(x_test, maps["ilocal"]),
-        edge_corr_fisher=_images.edge_correlations(x_test, maps["fisher"]),
-        edge_corr_ilocal_in_rf=_images.edge_correlations(x_test, maps["ilocal"], region),
-        edge_corr_fisher_in_rf=_images.edge_correlations(x_test, maps["fisher"], region),
-    )
+    maps, t_maps, stats = _images.maps_and_statistics(k_maps, model, pop, x_test, cfg, region, "rf")
     summary = {k: float(np.mean(v)) for k, v in stats.items()}
     summary["ilocal_beats_fisher_on_edges"] = float(np.mean(stats["edge_corr_ilocal"] > stats["edge_corr_fisher"]))
     return dict(settings=dict(cfg, seed=seed, full=full, rf_sd=RF_SD), training=info, map_seconds=t_maps,
@@ -121,7 +109,7 @@ def main(argv=None):
     out = run(args.full, args.seed, args.steps, checkpoint_dir=Path(args.out) / "fig4_checkpoints")
     out["seconds"] = time.perf_counter() - t0
     s = out["summary"]
-    print(f"Fisher share within 2 RF SD: {s['fisher_share_in_rf']:.3f} (area {s['rf_region_pixel_share']:.2f}); "
+    print(f"Fisher share within 2 RF SD: {s['fisher_share_in_rf']:.3f} (area {s['region_pixel_share']:.2f}); "
           f"edge correlation I_local {s['edge_corr_ilocal']:.3f} vs Fisher {s['edge_corr_fisher']:.3f} "
           f"(in RF region {s['edge_corr_ilocal_in_rf']:.3f} vs {s['edge_corr_fisher_in_rf']:.3f}); "
           f"{out['seconds']:.0f} s")

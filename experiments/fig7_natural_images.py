@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _images  # noqa: E402
 
 from jaxdecomp import data, neurons  # noqa: E402
-from jaxdecomp.cli import map_figure, pixel_maps  # noqa: E402
+from jaxdecomp.cli import map_figure  # noqa: E402
 
 SETTINGS = {
     "quick": dict(size=16, scale=4, kernel=(5, 3), channels=(32, 64), steps=2500, n_train=4000, copies=2,
@@ -51,20 +51,8 @@ def run(full: bool = False, seed: int = 0, steps: int | None = None, checkpoint_
     pop = neurons.cnn_retina_population((size, size), kernel=cfg["kernel"], mask_sigma=MASK_SD)
     model, info = _images.train_on(k_train, pop, x_train, channels=cfg["channels"], steps=cfg["steps"],
                                    copies=cfg["copies"], checkpoint_dir=checkpoint_dir)
-    t0 = time.perf_counter()
-    maps = pixel_maps(k_maps, model, pop, x_test, n_levels=cfg["n_levels"], n_samples=cfg["n_samples"],
-                      n_steps=cfg["n_steps"])
-    t_maps = time.perf_counter() - t0
     region = _images.rf_region((size, size), neurons.lattice_centers(), 2 * MASK_SD)
-    stats = dict(
-        region_pixel_share=float(region.mean()),
-        fisher_share_in_region=_images.share_in(maps["fisher"], region),
-        ilocal_share_in_region=_images.share_in(maps["ilocal"], region),
-        edge_corr_ilocal=_images.edge_correlations(x_test, maps["ilocal"]),
-        edge_corr_fisher=_images.edge_correlations(x_test, maps["fisher"]),
-        edge_corr_ilocal_in_region=_images.edge_correlations(x_test, maps["ilocal"], region),
-        edge_corr_fisher_in_region=_images.edge_correlations(x_test, maps["fisher"], region),
-    )
+    maps, t_maps, stats = _images.maps_and_statistics(k_maps, model, pop, x_test, cfg, region, "region")
     summary = {k: float(np.mean(v)) for k, v in stats.items()}
     return dict(settings=dict(cfg, seed=seed, full=full, mask_sd=MASK_SD), training=info, map_seconds=t_maps,
                 images=x_test, ilocal=maps["ilocal"], fisher=maps["fisher"], ilocal_totals=maps["ilocal_total"],
