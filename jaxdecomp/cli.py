@@ -95,8 +95,11 @@ def pixel_maps(key, denoiser, population, x, *, n_levels=32, n_samples=16, n_ste
                 fisher=np.asarray(fisher))
 
 
-def map_figure(images, maps: dict, titles=None):
-    """Rows: the images, then one row per map (e.g. Fisher, I_local); one column per image."""
+def map_figure(images, maps: dict, titles=None, signed: bool = False):
+    """Rows: the images, then one row per map (e.g. Fisher, I_local); one column per image.
+
+    ``signed``: the maps are changes (any sign); draw them with a diverging colour map whose
+    scale is symmetric about 0 in each panel."""
     from jaxdecomp.plotting import plt
 
     n = images.shape[0]
@@ -107,7 +110,8 @@ def map_figure(images, maps: dict, titles=None):
         if titles is not None:
             axes[0, j].set_title(titles[j], fontsize=8)
         for i, (name, m) in enumerate(maps.items(), start=1):
-            axes[i, j].imshow(m[j], cmap="magma")
+            lim = float(np.max(np.abs(m[j]))) if signed else None
+            axes[i, j].imshow(m[j], cmap="RdBu_r" if signed else "magma", vmin=None if lim is None else -lim, vmax=lim)
             if j == 0:
                 axes[i, j].set_ylabel(name, fontsize=9)
     for ax in axes.ravel():
