@@ -30,6 +30,11 @@ Measured (default, 8 stimuli, 4 replicates x 64 samples per level, 85 s on a 2-c
 share of the squared change near the bump, I_local 0.999 +- 0.007, specific surprise
 0.771 +- 0.015, Kong-2 0.876 +- 0.008; per stimulus I_local 0.99-1.01, surprise 0.58-0.93,
 Kong-2 0.54-1.00. Surprise's change also sits at the changed neuron's original RF (top left).
+``--trained`` (6 digits, 12 min on a 2-core CPU): NOT reproduced; the change maps are dominated
+by the difference between the two networks, everywhere on the digit (pooled shares I_local
+0.184 +- 0.006, surprise 0.099 +- 0.007; the disc is 17.6% of the pixels). Replicates remove
+Monte Carlo noise from the statistic, not network error; networks much closer to exact
+(see ``image_truth.py``) are needed.
 """
 
 import argparse
