@@ -43,7 +43,9 @@ def test_quick_demo_end_to_end(tmp_path):
     res = cli.run_demo(tmp_path, quick=True, steps=400)
     assert (tmp_path / "figure.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["completeness"]["n_digits"] == 16
+    comp = saved["completeness"]
+    assert comp["n_digits"] == 16 and comp["reference_form"] == "gap"
+    assert comp["agrees_with_reference_within_2_se"] == (abs(comp["z_gap"]) < 2)
     maps = np.asarray(saved["panel"]["ilocal"])
     assert maps.shape == (4, 16, 16) and np.all(np.isfinite(maps))
     # Fisher maps are exact: their totals equal the population's Fisher trace
