@@ -10,7 +10,7 @@ with ``copies`` simulated responses, ``steps`` Adam steps. Then, as in ``jaxdeco
 * the mean of network I_local (reverse-diffusion posterior sampling) over test stimuli,
 * and, for the same stimuli, exact I_local.
 
-Prints and writes completeness_truth.json: every estimate with its standard error and its relative
+Prints and writes completeness_truth.png/json: every estimate with its standard error and its relative
 error against the exact I(R;X). ``--n-images``/``--copies``/``--steps`` move the training budget.
 """
 
@@ -81,11 +81,19 @@ def main(argv=None):
         print(f"  {name:32s} {v:7.3f} +- {se:.3f}   ({100 * out['relative_errors'][name]:+.1f}% vs exact MI)")
     d, dse = out["network_minus_exact_ilocal"]
     print(f"  network - exact I_local, paired over the test stimuli: {d:+.3f} +- {dse:.3f}")
-    from jaxdecomp.plotting import to_jsonable
-    import json
+    from jaxdecomp.plotting import plt, save
 
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "completeness_truth.json").write_text(json.dumps(to_jsonable(out), indent=1))
+    names = list(out["estimates"])
+    vals = [out["estimates"][n][0] for n in names]
+    ses = [out["estimates"][n][1] for n in names]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.barh(range(len(names)), vals, xerr=ses, color="0.6")
+    ax.axvline(out["exact_mi"], color="k", ls="--", label="exact I(R;X)")
+    ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=8)
+    ax.set_xlabel("nats")
+    ax.set_title(f"{args.n_images} stimuli x {args.copies} responses, {args.steps} steps", fontsize=9)
+    ax.legend(fontsize=8)
+    save(fig, out, args.out, "completeness_truth")
     return out
 
 

@@ -46,6 +46,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _images  # noqa: E402
 import image_truth  # noqa: E402
 
 from jaxdecomp import estimate as E  # noqa: E402
@@ -71,8 +72,7 @@ def changed_neuron() -> int:
 
 def near_bump(size: int) -> np.ndarray:
     """Flat boolean mask of the pixels within ``RADIUS`` of the added bump."""
-    pix = pixel_coordinates((size, size)).reshape(-1, 2)
-    return np.sum((pix - BUMP) ** 2, 1) <= RADIUS**2
+    return _images.rf_region((size, size), BUMP[None], RADIUS).ravel()
 
 
 def linear_gaussian_pair(size: int, bump_gain: float = 3.0, bump_sd: float = 0.12):
@@ -181,7 +181,6 @@ def run_trained(full: bool = False, seed: int = 0, **overrides) -> dict:
     from jaxdecomp import data
     from jaxdecomp.cli import network_levels, simulate_responses
     from jaxdecomp.diffusion import TrainConfig, train
-    import _images
 
     cfg = dict(TRAINED["full" if full else "quick"])
     unknown = set(overrides) - set(cfg)
@@ -243,7 +242,6 @@ def main(argv=None):
     fig = map_figure(out["stimuli"], {f"change of {n}": out[n]["change_maps"] for n in names}, signed=True)
     fig.suptitle(f"Fig. 8 ({out['setting']}): change of each map when one RF gains a bump at (0.6, 0.6)",
                  fontsize=9)
-    fig.tight_layout()
     save(fig, out, args.out, "fig8_rf_perturbation_trained" if args.trained else "fig8_rf_perturbation")
     return out
 
