@@ -3,24 +3,21 @@
 Usage: python tests/_train_worker.py OUT.npz [--ckpt DIR] [--steps N] [--sleep SECONDS]
 
 Prints one JSON line with the device count and the devices the training batch was sharded over.
-Environment (set by the test): JAX_PLATFORMS=cpu, optionally
-XLA_FLAGS=--xla_force_host_platform_device_count=4.
+Environment (set by the test): JAX_PLATFORMS=cpu, PYTHONPATH=<repository root> (or an installed
+jaxdecomp), optionally XLA_FLAGS=--xla_force_host_platform_device_count=4. Importable as
+``tests._train_worker`` (the repository root is on pytest's pythonpath).
 """
 
 import argparse
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
+from flax import nnx
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from jaxdecomp.diffusion.networks import MLPDenoiser  # noqa: E402
-from jaxdecomp.diffusion.training import TrainConfig, train  # noqa: E402
+from jaxdecomp.diffusion.networks import MLPDenoiser
+from jaxdecomp.diffusion.training import TrainConfig, train
 
 STEPS = 30
 

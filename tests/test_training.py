@@ -22,10 +22,10 @@ from jaxdecomp.diffusion.networks import MLPDenoiser, PairDenoiser
 from jaxdecomp.diffusion.schedules import vp_coefficients
 from jaxdecomp.diffusion.training import TrainConfig, train
 
+from tests import _train_worker as worker     # the repository root is on pytest's pythonpath
+
 ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "tests" / "_train_worker.py"
-sys.path.insert(0, str(ROOT / "tests"))
-import _train_worker as worker  # noqa: E402
+WORKER = ROOT / "tests" / "_train_worker.py"     # also run by path as a subprocess script
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -1,21 +1,42 @@
 """Training denoiser networks by eps-prediction over continuous log-SNR.
 
-``train(model, x, r)`` minimises ``E || net(z, a, r) - eps ||^2`` with ``a`` drawn from a
-truncated logistic over the log-SNR range, ``eps ~ N(0, I)`` and the variance-preserving
-``z = alpha x + sigma eps`` (:func:`jaxdecomp.diffusion.schedules.add_noise`). With responses
-and ``cond_drop > 0`` the response is replaced by the learned null embedding for a random
-fraction of examples, so one network learns both the conditional and the unconditional
-denoiser.
+The loss is ``E || net(z, a, r) - eps ||^2`` with ``a`` drawn from a truncated logistic over
+the log-SNR range, ``eps ~ N(0, I)`` and the variance-preserving ``z = alpha x + sigma eps``
+(:func:`jaxdecomp.diffusion.schedules.add_noise`). With responses and ``cond_drop > 0`` the
+response is replaced by the learned null embedding for a random fraction of examples, so one
+network learns both the conditional and the unconditional denoiser.
 
-Functional core: the NNX module is split into ``graphdef`` + parameter state + buffer
-state; one ``jax.jit``-compiled step maps ``(params, opt_state, ema, batch, key, step)`` to
-new state and the loss. Data parallel with ``jax.sharding``: the batch is sharded over a
-1-D ``Mesh`` of all devices on axis ``"data"``, everything else is replicated; the same
-code runs on one device.
+Pure pieces, usable from your own loop, under ``jax.jit``, ``jax.vmap`` and ``jax.sharding``:
+
+* :class:`TrainState`: a pytree ``(step, params, ema_params, opt_state, buffers)``;
+  :func:`init_train_state` builds one from an NNX network, :func:`init_ensemble` stacks
+  several along a leading member axis, :func:`trained_model` turns one back into a network.
+* :func:`make_optimizer`: the optax transformation of a :class:`TrainConfig` (clip + AdamW
+  with warm-up and cosine decay, weight decay on kernels only).
+* :func:`make_train_step`: ``step(state, batch, key) -> (state, metrics)``, a pure function;
+  step ``s`` draws its noise from ``jax.random.fold_in(key, s)``, so ``key`` is the run key
+  and is passed unchanged every step. ``jax.vmap(step)`` over stacked states, batches and
+  keys trains an ensemble in one program.
+* :func:`batch_indices`: the host-side batch of step ``s``, a function of ``(key, s)`` only.
+
+:func:`train` is the host loop around them (batching, progress bar, orbax checkpoints, the
+loss log, resume) and :func:`train_ensemble` the same loop over a vmapped step. Data
+parallel with ``jax.sharding``: the batch is sharded over a 1-D ``Mesh`` of all devices on
+axis ``"data"``, everything else is replicated; the same code runs on one device.
 
 Reproducible and resumable: step ``s`` uses ``jax.random.fold_in(key, s)`` and a batch that
 depends only on ``(key, s)``, so a run resumed from a checkpoint at step ``s`` repeats
 exactly the updates of an uninterrupted run.
+
+A loop of your own that reproduces ``train(model, x, r, config, key=key)``::
+
+    loc = log_snr_center(x, config)
+    state = init_train_state(model, config, r=r)
+    step = jax.jit(make_train_step(model, config, log_snr_loc=loc))
+    for s in range(config.steps):
+        idx = batch_indices(key, s, len(x), config.batch_size)
+        state, metrics = step(state, (x[idx], r[idx]), key)
+    net = trained_model(model, state)          # EMA weights
 """
 
 from __future__ import annotations
@@ -24,13 +45,13 @@ import dataclasses
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
+from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
@@ -39,7 +60,21 @@ from jaxdecomp.diffusion import checkpoint as _ckpt
 from jaxdecomp.diffusion.networks import PairDenoiser, response_statistics
 from jaxdecomp.diffusion.schedules import add_noise, truncated_logistic_sample
 
-__all__ = ["TrainConfig", "TrainResult", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "batch_indices",
+    "ensemble_member",
+    "init_ensemble",
+    "init_train_state",
+    "log_snr_center",
+    "make_optimizer",
+    "make_train_step",
+    "train",
+    "train_ensemble",
+    "trained_model",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +152,26 @@ class TrainConfig:
             raise TypeError(f"progress: expected a bool, got {type(self.progress).__name__}")
 
 
+@struct.dataclass
+class TrainState:
+    """Everything that changes during training, as a pytree of arrays.
+
+    step: ``()`` int32, updates done. params / ema_params: ``nnx.State`` of the network's
+    ``nnx.Param`` variables (optimiser weights / their exponential moving average).
+    opt_state: the optax state. buffers: ``nnx.State`` of the other variables (the response
+    standardisation ``r_shift`` / ``r_scale``), carried unchanged.
+
+    An ensemble state (:func:`init_ensemble`) has the same structure with a leading member
+    axis on every leaf (``step: (E,)``).
+    """
+
+    step: jax.Array
+    params: Any
+    ema_params: Any
+    opt_state: Any
+    buffers: Any
+
+
 class TrainResult(NamedTuple):
     """Outcome of :func:`train`.
 
@@ -178,12 +233,12 @@ class _Batcher:
         return self._perm[pos * self.batch:(pos + 1) * self.batch]
 
 
-def _write_csv(path: Path, rows) -> None:
+def _write_csv(path: Path, rows, members: int | None = None) -> None:
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w") as f:
-        f.write("step,loss\n")
-        for s, v in rows:
-            f.write(f"{int(s)},{v:.8g}\n")
+        f.write("step,loss\n" if members is None else "step," + ",".join(f"loss_{i}" for i in range(members)) + "\n")
+        for s, *vals in rows:
+            f.write(f"{int(s)}," + ",".join(f"{v:.8g}" for v in vals) + "\n")
     tmp.replace(path)
 
 
@@ -192,10 +247,364 @@ def _put_global(arr: np.ndarray, sharding) -> jax.Array:
     return jax.make_array_from_callback(arr.shape, sharding, lambda idx: arr[idx])
 
 
+def _check_model(model, name: str = "model") -> None:
+    if isinstance(model, PairDenoiser):
+        raise TypeError(f"{name}: got a PairDenoiser; train its unconditional and conditional networks separately")
+    if not isinstance(model, nnx.Module) or not hasattr(model, "shape") or not hasattr(model, "n_neurons"):
+        raise TypeError(f"{name}: expected an NNX denoiser network with .shape and .n_neurons, "
+                        f"got {type(model).__name__}")
+
+
+def _check_data(model, x, r):
+    """Validated float32 copies of ``x: (N, *model.shape)`` and ``r: (N, n_neurons)`` (or None)."""
+    shape, n_neurons = tuple(model.shape), model.n_neurons
+    x = _as_data("x", x)
+    if x.shape[1:] != shape:
+        raise ValueError(f"x: expected shape (N, *{shape}) to match model.shape, got {x.shape}")
+    if r is not None:
+        if n_neurons is None:
+            raise ValueError("r: the model is unconditional (n_neurons=None); pass r=None or build it with n_neurons")
+        r = _as_data("r", r)
+        if r.ndim != 2 or r.shape[1] != n_neurons:
+            raise ValueError(f"r: expected shape (N, {n_neurons}) to match model.n_neurons, got {r.shape}")
+        if r.shape[0] != x.shape[0]:
+            raise ValueError(f"x, r: different numbers of examples: x has {x.shape[0]}, r has {r.shape[0]}")
+    return x, r
+
+
+def _check_config(config) -> None:
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+
+
+def _graphdef(model):
+    if isinstance(model, nnx.GraphDef):
+        return model
+    if isinstance(model, nnx.Module):
+        return nnx.graphdef(model)
+    raise TypeError(f"model: expected an NNX module or its nnx.GraphDef, got {type(model).__name__}")
+
+
+def _to_ckpt(state: TrainState) -> dict:
+    """The checkpoint layout (a dict; unchanged from earlier versions, so old runs resume)."""
+    return {"params": state.params, "opt_state": state.opt_state, "ema": state.ema_params,
+            "buffers": state.buffers, "step": state.step}
+
+
+def _from_ckpt(d: dict) -> TrainState:
+    return TrainState(step=d["step"], params=d["params"], ema_params=d["ema"], opt_state=d["opt_state"],
+                      buffers=d["buffers"])
+
+
+# ----------------------------------------------------------------------------- pure pieces
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """The optax transformation :func:`train` uses: global-norm clip, then AdamW with a linear
+    warm-up to ``learning_rate`` and cosine decay to 0 at ``config.steps``; weight decay on
+    parameters with ``ndim >= 2`` (kernels) only."""
+    _check_config(config)
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, config.warmup_steps, max(config.steps, config.warmup_steps + 1), end_value=0.0)
+    return optax.chain(
+        optax.clip_by_global_norm(config.grad_clip),
+        optax.adamw(schedule, weight_decay=config.weight_decay,
+                    mask=lambda p: jax.tree.map(lambda a: jnp.ndim(a) >= 2, p)),
+    )
+
+
+def log_snr_center(x, config: TrainConfig) -> float:
+    """Centre of the logistic log-SNR density for data ``x: (N, ...)``.
+
+    ``config.log_snr_loc`` when set; else ``log(1 / v)`` with ``v`` the mean per-coordinate
+    variance of ``x`` (noise variance equal to the data variance), clipped into
+    ``config.log_snr_range``. Host-side (numpy), float64.
+    """
+    _check_config(config)
+    if config.log_snr_loc is not None:
+        return float(config.log_snr_loc)
+    lo, hi = config.log_snr_range
+    var = float(np.mean(np.var(np.asarray(x), axis=0, dtype=np.float64)))
+    return float(np.clip(-np.log(max(var, 1e-12)), lo, hi))
+
+
+def batch_indices(key, step: int, n: int, batch_size: int) -> np.ndarray:
+    """Indices ``(batch_size,)`` into ``N = n`` examples for step ``step`` of a run with ``key``.
+
+    Each epoch of ``n // batch_size`` steps walks a fresh permutation seeded by
+    ``(key, epoch)`` (remainder dropped); with ``n < batch_size`` indices are drawn with
+    replacement, seeded by ``(key, step)``. This is exactly the batch :func:`train` uses.
+    Host-side numpy; each call draws a permutation of ``n`` (``O(n)``).
+    """
+    for name, v in (("step", step), ("n", n), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "step" else 1):
+            raise ValueError(f"{name}: expected a {'non-negative' if name == 'step' else 'positive'} int, got {v!r}")
+    return _Batcher(_key_words(key), int(n), int(batch_size))(int(step))
+
+
+def init_train_state(model: nnx.Module, config: TrainConfig = TrainConfig(), *, r=None,
+                     tx: optax.GradientTransformation | None = None) -> TrainState:
+    """A fresh :class:`TrainState` (step 0) for ``model``; ``model`` itself is not modified.
+
+    Args:
+      model: an NNX denoiser network (``MLPDenoiser``, ``UNetDenoiser``, ...).
+      config: gives the optimiser when ``tx`` is None (:func:`make_optimizer`).
+      r: ``(N, model.n_neurons)`` training responses, or None: when given, the state's
+        ``r_shift`` / ``r_scale`` buffers are the per-neuron mean / floored std of ``r``
+        (what :func:`train` does).
+      tx: an optax transformation to use instead of ``make_optimizer(config)``; pass the
+        same one to :func:`make_train_step`.
+    """
+    _check_model(model)
+    net = nnx.clone(model)
+    if r is not None:
+        if model.n_neurons is None:
+            raise ValueError("r: the model is unconditional (n_neurons=None); pass r=None or build it with n_neurons")
+        r = _as_data("r", r)
+        if r.ndim != 2 or r.shape[1] != model.n_neurons:
+            raise ValueError(f"r: expected shape (N, {model.n_neurons}) to match model.n_neurons, got {r.shape}")
+        mean, std = response_statistics(r)
+        net.r_shift[...] = jnp.asarray(mean)
+        net.r_scale[...] = jnp.asarray(std)
+    _, params, buffers = nnx.split(net, nnx.Param, ...)
+    if tx is None:
+        tx = make_optimizer(config)
+    opt_state = tx.init(params)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=jax.tree.map(jnp.array, params),
+                      opt_state=opt_state, buffers=buffers)
+
+
+def init_ensemble(models: Sequence[nnx.Module], config: TrainConfig = TrainConfig(), *, r=None,
+                  tx: optax.GradientTransformation | None = None) -> TrainState:
+    """:func:`init_train_state` of each of ``models`` (same architecture, different initial
+    weights, e.g. ``rngs=nnx.Rngs(i)``), stacked on a leading member axis ``(E, ...)``.
+
+    Train it with ``jax.vmap(make_train_step(models[0], config))`` over the state, a batch
+    ``(x: (E, B, ...), r: (E, B, n))`` and keys ``(E, ...)``; take member ``i`` out with
+    :func:`ensemble_member`.
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("models: expected at least one network, got none")
+    graphdef = None
+    for i, m in enumerate(models):
+        _check_model(m, f"models[{i}]")
+        if graphdef is None:
+            graphdef = nnx.graphdef(m)
+        elif nnx.graphdef(m) != graphdef:
+            raise ValueError(f"models[{i}]: expected the same architecture as models[0]; an ensemble stacks "
+                             f"weights of one network structure")
+    if tx is None:
+        tx = make_optimizer(config)
+    states = [init_train_state(m, config, r=r, tx=tx) for m in models]
+    return jax.tree.map(lambda *a: jnp.stack(a), *states)
+
+
+def ensemble_member(state: TrainState, i: int) -> TrainState:
+    """Member ``i`` of a stacked ensemble state (every leaf indexed ``[i]``)."""
+    return jax.tree.map(lambda a: a[i], state)
+
+
+def trained_model(model, state: TrainState, *, ema: bool = True) -> nnx.Module:
+    """The network of ``state``: ``model`` (a module or its ``nnx.GraphDef``) with the EMA
+    weights (``ema=True``) or the raw optimiser weights, and the state's buffers."""
+    return nnx.merge(_graphdef(model), state.ema_params if ema else state.params, state.buffers)
+
+
+def make_train_step(model, config: TrainConfig = TrainConfig(), *, tx: optax.GradientTransformation | None = None,
+                    log_snr_loc: float | None = None) -> Callable[[TrainState, Any, jax.Array],
+                                                                   tuple[TrainState, dict]]:
+    """The pure training step ``step(state, batch, key) -> (state, metrics)``.
+
+    Args:
+      model: the NNX network (or its ``nnx.GraphDef``); only its structure is used.
+      config: log-SNR range / scale, ``cond_drop``, ``ema_decay`` and (when ``tx`` is None)
+        the optimiser. ``steps`` / ``batch_size`` matter only through the optimiser schedule.
+      tx: the optax transformation the state was initialised with (default
+        ``make_optimizer(config)``).
+      log_snr_loc: centre of the log-SNR density; default ``config.log_snr_loc``. Required
+        when that is None: pass ``log_snr_center(x, config)`` (what :func:`train` uses).
+
+    The returned ``step``:
+      state: :class:`TrainState` (one member; ``jax.vmap`` the step for an ensemble).
+      batch: ``(x, r)`` with ``x: (B, *model.shape)`` float32 and ``r: (B, n_neurons)`` or
+        None (unconditional); a bare ``x`` means ``(x, None)``. With ``r`` and
+        ``config.cond_drop > 0`` a Bernoulli(``cond_drop``) fraction of examples gets the
+        null embedding.
+      key: the run's PRNG key, the same every step; step ``s`` uses
+        ``jax.random.fold_in(key, s)``.
+      returns: the next state and ``{"loss": () float32}``, the mean squared eps error of
+        the batch before the update.
+
+    Pure (no side effects, no host round-trips): ``jax.jit`` it (with ``out_shardings``
+    replicated and the batch sharded for data parallelism), ``jax.vmap`` it over stacked
+    states / batches / keys, or call it eagerly.
+    """
+    _check_config(config)
+    graphdef = _graphdef(model)
+    if tx is None:
+        tx = make_optimizer(config)
+    if log_snr_loc is None:
+        log_snr_loc = config.log_snr_loc
+    if log_snr_loc is None:
+        raise ValueError("log_snr_loc: config.log_snr_loc is None (centred on the data variance); "
+                         "pass log_snr_loc=log_snr_center(x, config)")
+    if isinstance(log_snr_loc, bool) or not isinstance(log_snr_loc, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(log_snr_loc):
+        raise ValueError(f"log_snr_loc: expected a finite number, got {log_snr_loc!r}")
+    lo, hi = config.log_snr_range
+    loc, scale = float(log_snr_loc), float(config.log_snr_scale)
+    cond_drop, ema_decay = float(config.cond_drop), float(config.ema_decay)
+
+    def step(state: TrainState, batch, key):
+        xb, rb = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        n = xb.shape[0]
+        ka, ke, kd = jax.random.split(jax.random.fold_in(key, state.step), 3)
+        a = truncated_logistic_sample(ka, (n,), lo, hi, loc, scale)
+        eps = jax.random.normal(ke, xb.shape, jnp.float32)
+        z = add_noise(xb, eps, a)
+        drop = jax.random.bernoulli(kd, cond_drop, (n,)) if rb is not None and cond_drop > 0 else None
+
+        def loss_fn(p):
+            m = nnx.merge(graphdef, p, state.buffers)
+            pred = m(z, a, rb, drop=drop)
+            return jnp.mean(jnp.square(pred - eps))
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        s = state.step.astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + s) / (10.0 + s))
+        ema = optax.incremental_update(params, state.ema_params, 1.0 - decay)
+        new = TrainState(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state,
+                         buffers=state.buffers)
+        return new, {"loss": loss}
+
+    return step
+
+
+# ----------------------------------------------------------------------------- host loop
+def _fit(models: list, x, r, config: TrainConfig, keys: list, checkpoint_dir, step_callback, ensemble: bool):
+    """The host loop shared by :func:`train` (one model, ``ensemble=False``) and
+    :func:`train_ensemble` (a vmapped step over ``len(models)`` members)."""
+    E = len(models)
+    n = x.shape[0]
+    devices = jax.devices()
+    if config.batch_size % len(devices):
+        raise ValueError(f"config.batch_size: {config.batch_size} is not divisible by the number of devices "
+                         f"({len(devices)}); the batch is split evenly across devices")
+    mesh = Mesh(np.array(devices), ("data",))
+    repl = NamedSharding(mesh, P())
+    batch_sh = NamedSharding(mesh, P(None, "data") if ensemble else P("data"))
+
+    words = [_key_words(k) for k in keys]
+    key_meta = words if ensemble else words[0]
+    tx = make_optimizer(config)
+    one_step = make_train_step(models[0], config, tx=tx, log_snr_loc=log_snr_center(x, config))
+    if ensemble:
+        state = init_ensemble(models, config, r=r, tx=tx)
+        key_run = jnp.stack([jnp.asarray(k) for k in keys])
+        jstep = jax.jit(jax.vmap(one_step), out_shardings=(repl, repl))
+    else:
+        state = init_train_state(models[0], config, r=r, tx=tx)
+        key_run = keys[0]
+        jstep = jax.jit(one_step, out_shardings=(repl, repl))
+    state = jax.device_put(state, repl)
+    graphdef = nnx.graphdef(models[0])
+
+    rows: list[tuple] = []                      # (step, mean loss of each member since the last row)
+    acc_sum, acc_n = np.zeros(E, np.float64), 0
+    start, resumed_from = 0, None
+    ckptr = None
+    csv_path = None
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        restored = _ckpt.latest_good(checkpoint_dir, template=_to_ckpt(state))
+        if restored is not None:
+            state = _from_ckpt(restored.state)
+            start = resumed_from = int(restored.step)
+            held = sorted({int(v) for v in np.asarray(state.step).ravel()})
+            if held != [start]:
+                raise ValueError(f"checkpoint_dir: step {start} in '{checkpoint_dir}' holds a state for step "
+                                 f"{held[0] if len(held) == 1 else held}; the directory mixes runs")
+            meta = restored.meta
+            rows = [(int(row[0]), *(float(v) for v in row[1:])) for row in meta.get("losses", [])]
+            acc_sum = np.broadcast_to(np.asarray(meta.get("acc_sum", 0.0), np.float64), (E,)).copy()
+            acc_n = int(meta.get("acc_n", 0))
+            if meta.get("key") is not None and list(meta["key"]) != key_meta:
+                warnings.warn(f"checkpoint_dir: resuming '{checkpoint_dir}' with a different key than the run that "
+                              f"wrote it; the continued run will not match an uninterrupted one", stacklevel=3)
+        ckptr = _ckpt.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints)
+        csv_path = checkpoint_dir / "loss_log.csv"
+        _write_csv(csv_path, rows, E if ensemble else None)
+
+    key_dev = jax.device_put(key_run, repl)
+    batchers = [_Batcher(w, n, config.batch_size) for w in words]
+
+    def save(step):
+        meta = {"losses": [list(row) for row in rows],
+                "acc_sum": [float(v) for v in acc_sum] if ensemble else float(acc_sum[0]), "acc_n": acc_n,
+                "key": key_meta,
+                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}}
+        if ensemble:
+            meta["members"] = E
+        ckptr.save(step, _to_ckpt(state), meta)
+
+    bar = tqdm(total=config.steps, initial=min(start, config.steps), disable=not config.progress,
+               desc="train", dynamic_ncols=True)
+    acc_dev, acc_cnt = None, 0          # device-side loss sum since the last host sync
+    try:
+        for s in range(start, config.steps):
+            idx = np.stack([b(s) for b in batchers]) if ensemble else batchers[0](s)
+            xb = _put_global(x[idx], batch_sh)
+            rb = _put_global(r[idx], batch_sh) if r is not None else None
+            state, metrics = jstep(state, (xb, rb), key_dev)
+            loss = metrics["loss"]
+            acc_dev = loss if acc_dev is None else acc_dev + loss
+            acc_cnt += 1
+            done = s + 1
+            is_log = done % config.log_every == 0 or done == config.steps
+            is_ckpt = ckptr is not None and (done % config.checkpoint_every == 0 or done == config.steps)
+            if is_log or is_ckpt:
+                acc_sum = acc_sum + np.asarray(acc_dev, np.float64).reshape(E)
+                acc_n += acc_cnt
+                acc_dev, acc_cnt = None, 0
+                if not np.all(np.isfinite(acc_sum)):
+                    last = ckptr.all_steps()[-1] if ckptr is not None and ckptr.all_steps() else None
+                    who = (f" of ensemble member(s) {[int(i) for i in np.flatnonzero(~np.isfinite(acc_sum))]}"
+                           if ensemble else "")
+                    raise FloatingPointError(
+                        f"train: the loss{who} became non-finite between steps {done - acc_n} and {done}"
+                        + (f"; the last checkpoint (step {last}) in '{checkpoint_dir}' is untouched"
+                           if last is not None else "")
+                        + "; lower config.learning_rate or check x / r")
+            if is_log:
+                rows.append((done, *(float(v) for v in acc_sum / acc_n)))
+                acc_sum, acc_n = np.zeros(E, np.float64), 0
+                bar.set_postfix(loss=" ".join(f"{v:.4g}" for v in rows[-1][1:]))
+                if csv_path is not None:
+                    _write_csv(csv_path, rows, E if ensemble else None)
+            if is_ckpt:
+                save(done)
+            bar.update(1)
+            if step_callback is not None:
+                step_callback(done, xb)
+    finally:
+        bar.close()
+        if ckptr is not None:
+            ckptr.close()
+
+    losses = np.asarray(rows, dtype=np.float64).reshape(-1, 1 + E)
+    members = [ensemble_member(state, i) for i in range(E)] if ensemble else [state]
+    return [TrainResult(trained_model(graphdef, m), trained_model(graphdef, m, ema=False), losses[:, [0, 1 + i]],
+                        int(m.step), resumed_from) for i, m in enumerate(members)]
+
+
 # ----------------------------------------------------------------------------- train
 def train(model: nnx.Module, x, r=None, config: TrainConfig = TrainConfig(), *, checkpoint_dir=None, key=None,
           _step_callback: Callable[[int, jax.Array], Any] | None = None) -> TrainResult:
     """Train a denoiser network; returns :class:`TrainResult` (``result.model`` has the EMA weights).
+
+    A host loop around :func:`init_train_state` and a jitted :func:`make_train_step`, with
+    batches from :func:`batch_indices`.
 
     Args:
       model: an :class:`~jaxdecomp.diffusion.networks.MLPDenoiser` or ``UNetDenoiser``
@@ -217,174 +626,37 @@ def train(model: nnx.Module, x, r=None, config: TrainConfig = TrainConfig(), *, 
     Raises:
       TypeError / ValueError naming the argument on bad input.
     """
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
-    if isinstance(model, PairDenoiser):
-        raise TypeError("model: got a PairDenoiser; train its unconditional and conditional networks separately")
-    if not isinstance(model, nnx.Module) or not hasattr(model, "shape") or not hasattr(model, "n_neurons"):
-        raise TypeError(f"model: expected an NNX denoiser network with .shape and .n_neurons, got {type(model).__name__}")
-    shape, n_neurons = tuple(model.shape), model.n_neurons
-
-    x = _as_data("x", x)
-    if x.shape[1:] != shape:
-        raise ValueError(f"x: expected shape (N, *{shape}) to match model.shape, got {x.shape}")
-    if r is not None:
-        if n_neurons is None:
-            raise ValueError("r: the model is unconditional (n_neurons=None); pass r=None or build it with n_neurons")
-        r = _as_data("r", r)
-        if r.ndim != 2 or r.shape[1] != n_neurons:
-            raise ValueError(f"r: expected shape (N, {n_neurons}) to match model.n_neurons, got {r.shape}")
-        if r.shape[0] != x.shape[0]:
-            raise ValueError(f"x, r: different numbers of examples: x has {x.shape[0]}, r has {r.shape[0]}")
-    n = x.shape[0]
-
-    devices = jax.devices()
-    if config.batch_size % len(devices):
-        raise ValueError(f"config.batch_size: {config.batch_size} is not divisible by the number of devices "
-                         f"({len(devices)}); the batch is split evenly across devices")
-    mesh = Mesh(np.array(devices), ("data",))
-    repl = NamedSharding(mesh, P())
-    batch_sh = NamedSharding(mesh, P("data"))
-
+    _check_config(config)
+    _check_model(model)
+    x, r = _check_data(model, x, r)
     if key is None:
         key = jax.random.PRNGKey(config.seed)
-    words = _key_words(key)
-    lo, hi = config.log_snr_range
-    if config.log_snr_loc is None:
-        var = float(np.mean(np.var(x, axis=0, dtype=np.float64)))
-        loc = float(np.clip(-np.log(max(var, 1e-12)), lo, hi))
-    else:
-        loc = float(config.log_snr_loc)
-    scale = float(config.log_snr_scale)
-    use_drop = r is not None and config.cond_drop > 0
-    cond_drop = float(config.cond_drop)
+    return _fit([model], x, r, config, [key], checkpoint_dir, _step_callback, ensemble=False)[0]
 
-    # ---- functional state
-    net = nnx.clone(model)
-    if r is not None:
-        mean, std = response_statistics(r)
-        net.r_shift[...] = jnp.asarray(mean)
-        net.r_scale[...] = jnp.asarray(std)
-    graphdef, params, buffers = nnx.split(net, nnx.Param, ...)
 
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, config.warmup_steps, max(config.steps, config.warmup_steps + 1), end_value=0.0)
-    tx = optax.chain(
-        optax.clip_by_global_norm(config.grad_clip),
-        optax.adamw(schedule, weight_decay=config.weight_decay,
-                    mask=lambda p: jax.tree.map(lambda a: jnp.ndim(a) >= 2, p)),
-    )
-    state = {
-        "params": params,
-        "opt_state": tx.init(params),
-        "ema": jax.tree.map(jnp.array, params),
-        "buffers": buffers,
-        "step": jnp.zeros((), jnp.int32),
-    }
-    state = jax.device_put(state, repl)
+def train_ensemble(models: Sequence[nnx.Module], x, r=None, config: TrainConfig = TrainConfig(), *, keys=None,
+                   checkpoint_dir=None) -> list[TrainResult]:
+    """Train ``E = len(models)`` networks of one architecture in one program (a ``jax.vmap``
+    of :func:`make_train_step`); returns one :class:`TrainResult` per member.
 
-    rows: list[tuple[int, float]] = []
-    acc_sum, acc_n = 0.0, 0
-    start, resumed_from = 0, None
-    ckptr = None
-    csv_path = None
-    if checkpoint_dir is not None:
-        checkpoint_dir = Path(checkpoint_dir)
-        restored = _ckpt.latest_good(checkpoint_dir, template=state)
-        if restored is not None:
-            state = restored.state
-            start = resumed_from = int(restored.step)
-            if int(state["step"]) != start:
-                raise ValueError(f"checkpoint_dir: step {start} in '{checkpoint_dir}' holds a state for step "
-                                 f"{int(state['step'])}; the directory mixes runs")
-            meta = restored.meta
-            rows = [(int(s), float(v)) for s, v in meta.get("losses", [])]
-            acc_sum, acc_n = float(meta.get("acc_sum", 0.0)), int(meta.get("acc_n", 0))
-            if meta.get("key") is not None and list(meta["key"]) != words:
-                warnings.warn(f"checkpoint_dir: resuming '{checkpoint_dir}' with a different key than the run that "
-                              f"wrote it; the continued run will not match an uninterrupted one", stacklevel=2)
-        ckptr = _ckpt.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints)
-        csv_path = checkpoint_dir / "loss_log.csv"
-        _write_csv(csv_path, rows)
-
-    # ---- the jitted step
-    batch = config.batch_size
-    ema_decay = float(config.ema_decay)
-
-    def step_fn(state, xb, rb, key):
-        step = state["step"]
-        ka, ke, kd = jax.random.split(jax.random.fold_in(key, step), 3)
-        a = truncated_logistic_sample(ka, (batch,), lo, hi, loc, scale)
-        eps = jax.random.normal(ke, xb.shape, jnp.float32)
-        z = add_noise(xb, eps, a)
-        drop = jax.random.bernoulli(kd, cond_drop, (batch,)) if use_drop else None
-
-        def loss_fn(p):
-            m = nnx.merge(graphdef, p, state["buffers"])
-            pred = m(z, a, rb, drop=drop)
-            return jnp.mean(jnp.square(pred - eps))
-
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        s = step.astype(jnp.float32)
-        decay = jnp.minimum(ema_decay, (1.0 + s) / (10.0 + s))
-        ema = optax.incremental_update(params, state["ema"], 1.0 - decay)
-        new = {"params": params, "opt_state": opt_state, "ema": ema, "buffers": state["buffers"], "step": step + 1}
-        return new, loss
-
-    jstep = jax.jit(step_fn, out_shardings=(repl, repl))
-    key_dev = jax.device_put(key, repl)
-    batcher = _Batcher(words, n, batch)
-
-    def save(step):
-        meta = {"losses": [[s, v] for s, v in rows], "acc_sum": acc_sum, "acc_n": acc_n, "key": words,
-                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}}
-        ckptr.save(step, state, meta)
-
-    bar = tqdm(total=config.steps, initial=min(start, config.steps), disable=not config.progress,
-               desc="train", dynamic_ncols=True)
-    acc_dev, acc_cnt = None, 0          # device-side loss sum since the last host sync
-    try:
-        for s in range(start, config.steps):
-            idx = batcher(s)
-            xb = _put_global(x[idx], batch_sh)
-            rb = _put_global(r[idx], batch_sh) if r is not None else None
-            state, loss = jstep(state, xb, rb, key_dev)
-            acc_dev = loss if acc_dev is None else acc_dev + loss
-            acc_cnt += 1
-            done = s + 1
-            is_log = done % config.log_every == 0 or done == config.steps
-            is_ckpt = ckptr is not None and (done % config.checkpoint_every == 0 or done == config.steps)
-            if is_log or is_ckpt:
-                acc_sum += float(acc_dev)
-                acc_n += acc_cnt
-                acc_dev, acc_cnt = None, 0
-                if not math.isfinite(acc_sum):
-                    last = ckptr.all_steps()[-1] if ckptr is not None and ckptr.all_steps() else None
-                    raise FloatingPointError(
-                        f"train: the loss became non-finite between steps {done - acc_n} and {done}"
-                        + (f"; the last checkpoint (step {last}) in '{checkpoint_dir}' is untouched"
-                           if last is not None else "")
-                        + "; lower config.learning_rate or check x / r")
-            if is_log:
-                rows.append((done, acc_sum / acc_n))
-                acc_sum, acc_n = 0.0, 0
-                bar.set_postfix(loss=f"{rows[-1][1]:.4g}")
-                if csv_path is not None:
-                    _write_csv(csv_path, rows)
-            if is_ckpt:
-                save(done)
-            bar.update(1)
-            if _step_callback is not None:
-                _step_callback(done, xb)
-    finally:
-        bar.close()
-        if ckptr is not None:
-            ckptr.close()
-
-    final = int(state["step"])
-    ema_model = nnx.merge(graphdef, state["ema"], state["buffers"])
-    raw_model = nnx.merge(graphdef, state["params"], state["buffers"])
-    losses = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
-    return TrainResult(ema_model, raw_model, losses, int(final), resumed_from)
+    Member ``i`` starts from ``models[i]``'s weights and uses ``keys[i]`` for its noise and
+    batch order, so it equals ``train(models[i], x, r, config, key=keys[i])`` up to float
+    rounding of the batched matrix products. ``keys``: a sequence of ``E`` PRNG keys (or a
+    stacked ``(E, 2)`` array); default ``fold_in(PRNGKey(config.seed), i)``. Checkpoints
+    (``checkpoint_dir``) hold the stacked state and resume like :func:`train`'s; the loss
+    log has one column per member. Use the members' spread as network variability.
+    """
+    _check_config(config)
+    models = list(models)
+    if not models:
+        raise ValueError("models: expected at least one network, got none")
+    for i, m in enumerate(models):
+        _check_model(m, f"models[{i}]")
+    x, r = _check_data(models[0], x, r)
+    if keys is None:
+        base = jax.random.PRNGKey(config.seed)
+        keys = [jax.random.fold_in(base, i) for i in range(len(models))]
+    keys = list(keys)
+    if len(keys) != len(models):
+        raise ValueError(f"keys: expected one key per model ({len(models)}), got {len(keys)}")
+    return _fit(models, x, r, config, keys, checkpoint_dir, None, ensemble=True)
