@@ -61,7 +61,8 @@ def test_ilocal_matches_fisher_form_d4():
 
 def test_completeness_d4():
     D = _gmm_d4()
-    mi, mi_se = D.mutual_information(jax.random.PRNGKey(2), 200_000)
+    mi_est = D.mutual_information(jax.random.PRNGKey(2), 200_000)
+    mi, mi_se = mi_est.value, mi_est.stderr
     xs = D.prior_sample(jax.random.PRNGKey(3), 300)
     est = E.ilocal(jax.random.PRNGKey(4), D, D.population, xs, response_sampler="posterior_sample", n_samples=16)
     mean = float(np.mean(est.total))
@@ -130,7 +131,8 @@ def test_ilocal_matches_exact_engine_2d():
 @pytest.mark.parametrize("form", ["orthogonal", "gap"])
 def test_population_mi_exact_denoisers(form):
     D = _gmm_d4()
-    mi, mi_se = D.mutual_information(jax.random.PRNGKey(2), 200_000)
+    mi_est = D.mutual_information(jax.random.PRNGKey(2), 200_000)
+    mi, mi_se = mi_est.value, mi_est.stderr
     kx, kr, ke = jax.random.split(jax.random.PRNGKey(7), 3)
     x = D.prior_sample(kx, 4000)
     r = jax.vmap(D.population.sample)(jax.random.split(kr, 4000), x)

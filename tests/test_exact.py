@@ -14,6 +14,7 @@ import pytest
 
 from jaxdecomp import exact
 from jaxdecomp import neurons as N
+from jaxdecomp.estimate import Estimate
 
 S, SIG = 1.0, 0.5  # prior variance, response noise SD (linear-Gaussian case)
 MEASURES = ["ilocal", "kong2", "specific_information", "ssi", "specific_surprise", "cissi"]
@@ -272,11 +273,13 @@ def test_monte_carlo_responses_agree_with_enumeration_within_standard_errors():
     ex = exact.all_measures(grid, pop)
     mc = exact.monte_carlo_measures(jax.random.PRNGKey(1), grid, pop, n_samples=3000, n_batches=6)
     assert set(mc) == set(ex) - {"fisher"}
-    for name, (mean, se) in mc.items():
+    for name, est in mc.items():
+        assert isinstance(est, Estimate), name
+        mean, se = est.value, est.stderr
         assert np.all(se > 0), name
         assert np.all(np.abs(mean - ex[name]) < 4 * se), name
     # and the standard error is useful: a few percent of the MI
-    assert mc["mutual_information"][1] < 0.05 * float(ex["mutual_information"])
+    assert mc["mutual_information"].stderr < 0.05 * float(ex["mutual_information"])
 
 
 def test_too_many_cells_points_to_monte_carlo_or_max_cells():

@@ -36,7 +36,7 @@ def _digit_seven(shape=(32, 32)):
 
 def test_lnp_matches_paper_formula_at_32x32():
     pop = N.lnp_population()
-    model = pop.rates.model
+    model = pop.rates
     x = jax.random.uniform(jax.random.PRNGKey(3), (32, 32), minval=-1.0, maxval=1.0)
     # independent numpy: pixel centres on linspace(-1, 1), 7x7 centres on linspace(-0.7, 0.7)
     g = np.linspace(-1, 1, 32)
@@ -72,7 +72,7 @@ def test_lnp_fisher_concentrates_inside_receptive_fields():
     F = np.asarray(pop.fisher_diag(_digit_seven()))
     assert np.all(F >= 0) and F.sum() > 0
     p = N.pixel_coordinates((32, 32))
-    c = np.asarray(pop.rates.model.centers)
+    c = np.asarray(pop.rates.centers)
     dmin = np.min(np.linalg.norm(p[:, :, None, :] - c[None, None], axis=-1), axis=-1)
     inside2 = dmin <= 2 * 0.1
     frac_f2, frac_px2 = F[inside2].sum() / F.sum(), inside2.mean()  # ~0.999 vs 0.75
@@ -122,7 +122,7 @@ def test_gabor_orientation_selectivity_and_energy_phase_invariance():
     p = N.pixel_coordinates(shape)
     simple = N.gabor_population(shape, grid=1, n_orientations=4, kind="simple")
     energy = N.image_population("energy", shape, grid=1, n_orientations=4)
-    assert simple.rates.model.even.shape == (4, 1024)
+    assert simple.rates.even.shape == (4, 1024)
     k = 2 * np.pi / 0.25
     resp = []
     for phase in (0.0, np.pi / 2, np.pi):
@@ -141,8 +141,8 @@ def test_gabor_orientation_selectivity_and_energy_phase_invariance():
 def test_linear_gaussian_shares_lnp_fields_and_closed_form_fisher():
     shape = (16, 16)
     pop = N.linear_gaussian_population(shape, gain=0.5, sigma=2.0)
-    A = np.asarray(pop.rates.model.A)
-    np.testing.assert_allclose(A, 0.5 * np.asarray(N.lnp_population(shape).rates.model.W), rtol=1e-6, atol=1e-12)
+    A = np.asarray(pop.rates.A)
+    np.testing.assert_allclose(A, 0.5 * np.asarray(N.lnp_population(shape).rates.W), rtol=1e-6, atol=1e-12)
     x = _smooth_image(shape)
     np.testing.assert_allclose(pop.rate(x), A @ np.asarray(x).ravel(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(pop.fisher_diag(x).ravel(), (A**2).sum(0) / 4.0, rtol=1e-5, atol=1e-9)
@@ -157,7 +157,7 @@ def retina():
 
 
 def test_cnn_retina_shapes_positive_and_differentiable(retina):
-    m = retina.rates.model
+    m = retina.rates
     assert isinstance(m, N.CNNRetina)
     assert m.conv1_kernel.shape == (9, 9, 1, 8) and m.conv2_kernel.shape == (5, 5, 8, 8)
     assert m.mask.shape == (49, 16, 16) and m.features.shape == (49, 8)
@@ -170,7 +170,7 @@ def test_cnn_retina_shapes_positive_and_differentiable(retina):
     g = jax.grad(lambda pop: pop.log_prob(r, x))(retina)
     leaves = jax.tree_util.tree_leaves(g)
     assert all(bool(jnp.all(jnp.isfinite(l))) for l in leaves)
-    assert float(jnp.abs(g.rates.model.conv1_kernel).max()) > 0
+    assert float(jnp.abs(g.rates.conv1_kernel).max()) > 0
     gx = jax.grad(lambda xx: retina.log_prob(r, xx))(x)
     assert gx.shape == (16, 16) and bool(jnp.all(jnp.isfinite(gx))) and float(jnp.abs(gx).max()) > 0
     # the custom JVP (reverse-mode Jacobian) agrees with plain reverse mode
@@ -192,7 +192,7 @@ def test_cnn_retina_save_load_round_trip(retina, tmp_path):
 
 
 def test_cnn_retina_bad_params(retina):
-    params = retina.rates.model.params()
+    params = retina.rates.params()
     bad = dict(params, conv2_kernel=np.zeros((5, 5, 3, 8), np.float32))
     with pytest.raises(ValueError, match=r"params\['conv2_kernel'\].*\(5, 5, 3, 8\)"):
         N.cnn_retina_population((16, 16), params=bad)

@@ -99,7 +99,7 @@ def test_abs_response_density_integrates_to_one():
 def test_gradient_reaches_rate_parameters():
     pop = N.poisson_population(N.gaussian_bumps([0.0, 1.0], 0.5, 5.0, 0.3))
     g = jax.grad(lambda p: p.fisher_trace(0.2))(pop)
-    centers_grad = g.rates.model.centers
+    centers_grad = g.rates.centers
     eps = 1e-3
 
     def at(c):
@@ -140,3 +140,69 @@ def test_bad_sigma_and_r_shape():
         pop.log_prob(jnp.ones(3), 0.0)
     with pytest.raises(TypeError, match="rate_fn"):
         N.poisson_population(3.0)
+
+
+# ----------------------------------------------------------------------------- pytree structure
+
+
+def test_population_is_an_encoder_and_gradient_has_its_structure():
+    pop = N.gaussian_population(N.gaussian_bumps([0.0, 1.0], 0.5, 5.0, 0.3), 0.7)
+    assert isinstance(pop, N.Encoder)
+    g = jax.grad(lambda p: p.fisher_trace(0.2))(pop)
+    # the gradient is a population whose rates ARE the rate model (no wrapper in between)
+    assert type(g) is N.GaussianPopulation and type(g.rates) is N.GaussianBumps
+    assert g.rates.centers.shape == (2,) and g.sigma.shape == ()
+    # J = sum f'^2 / sigma^2, so dJ/dsigma = -2 J / sigma
+    J = float(pop.fisher_trace(0.2))
+    assert float(g.sigma) == pytest.approx(-2 * J / 0.7, rel=1e-5)
+    # a plain function is static: only sigma is a leaf
+    plain = N.gaussian_population(lambda x: jnp.stack([jnp.sin(x), x]), 0.5)
+    assert len(jax.tree_util.tree_leaves(plain)) == 1
+    assert jax.tree_util.tree_structure(plain) == jax.tree_util.tree_structure(plain.replace(sigma=jnp.array(2.0)))
+
+
+def test_python_float_parameters_become_arrays_and_get_gradients():
+    from flax import struct
+
+    @struct.dataclass
+    class Ramp:
+        slope: float
+        offset: float
+
+        def __call__(self, x):
+            return jnp.stack([self.offset + self.slope * x, self.offset - self.slope * x]) ** 2 + 1.0
+
+    pop = N.poisson_population(Ramp(2.0, 0.5))
+    assert isinstance(pop.rates.slope, jax.Array)  # converted at construction, not left static
+    g = jax.grad(lambda p: p.fisher_trace(0.3))(pop)
+    eps = 1e-3
+    fd = (float(N.poisson_population(Ramp(2.0 + eps, 0.5)).fisher_trace(0.3))
+          - float(N.poisson_population(Ramp(2.0 - eps, 0.5)).fisher_trace(0.3))) / (2 * eps)
+    assert float(g.rates.slope) == pytest.approx(fd, rel=1e-2)
+    assert float(g.rates.slope) != 0.0
+
+
+def test_python_int_or_object_parameters_are_refused():
+    from flax import struct
+
+    @struct.dataclass
+    class Step:
+        threshold: int
+
+        def __call__(self, x):
+            return jnp.atleast_1d(jnp.where(x > self.threshold, 2.0, 1.0))
+
+    with pytest.raises(TypeError, match=r"rate_fn: parameter \.threshold .*int"):
+        N.poisson_population(Step(1))
+
+    @struct.dataclass
+    class Named:
+        label: str
+
+        def __call__(self, x):
+            return jnp.ones(1)
+
+    with pytest.raises(TypeError, match="rate_fn: parameter .label .*not an array"):
+        N.gaussian_population(Named("a"), 1.0)
+    with pytest.raises(TypeError, match="rate_fn: expected a rate model"):
+        N.poisson_population(N.poisson_population(N.linear(1.0)))

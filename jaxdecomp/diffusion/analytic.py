@@ -5,7 +5,7 @@ flattened), population ``r = A x + s * noise`` with ``A: (n, d)`` and noise SDs 
 Under this model ``p(x | x_g)``, ``p(x | x_g, r)`` and ``p(r | x_g)`` are Gaussian
 mixtures, so both denoisers, exact posterior sampling and exact log densities are
 closed form. These are the oracles every estimator and trained network is checked
-against (``../SCIENCE.md`` §5).
+against (``docs/ground_truth.md`` §3).
 
 :func:`grid_denoiser` is the exact analogue for a discrete prior (masses on points, e.g. the
 grid of :mod:`jaxdecomp.exact`) with ANY population that has a ``log_prob`` (Poisson, Gaussian,
@@ -31,6 +31,7 @@ from flax import struct
 from jax.scipy.special import logsumexp
 
 from jaxdecomp._checks import as_array, check_positive, is_concrete
+from jaxdecomp._interfaces import Estimate
 from jaxdecomp.diffusion.schedules import to_variance_exploding, variance_from_log_snr
 from jaxdecomp.neurons import gaussian_population, linear
 
@@ -169,7 +170,7 @@ class GaussianMixtureDenoiser:
         """Exact ``log p(r | x_g)`` for the blurred stimulus ``x_g = x + sqrt(g) eps`` (VE form).
 
         Differentiable in ``x_g``: its gradient is the score whose second moment is the
-        Fisher information ``J(x_g)`` of ``../SCIENCE.md`` §2 (an oracle independent of
+        Fisher information ``J(x_g)`` of ``docs/ilocal.md`` §3 (an oracle independent of
         the denoiser-difference formula).
         """
         g = variance_from_log_snr(jnp.asarray(log_snr, dtype=jnp.result_type(float)))
@@ -191,11 +192,11 @@ class GaussianMixtureDenoiser:
         comp = self.log_weights - 0.5 * (jnp.sum(white**2, axis=1) + logdet)
         return logsumexp(comp) - 0.5 * self.n_neurons * jnp.log(2 * jnp.pi)
 
-    def mutual_information(self, key, n_samples: int = 100_000, n_batches: int = 20):
+    def mutual_information(self, key, n_samples: int = 100_000, n_batches: int = 20) -> Estimate:
         """I(R;X) by Monte Carlo with exact log densities: ``E[log p(r|x) - log p(r)]``.
 
-        Returns ``(estimate, standard_error)`` in nats, the error from ``n_batches``
-        independent batches of ``n_samples // n_batches`` pairs each.
+        Returns :class:`~jaxdecomp.estimate.Estimate` (``value``, ``stderr``: floats, nats), the
+        error from ``n_batches`` independent batches of ``n_samples // n_batches`` pairs each.
         """
         pop = self.population
         per = max(int(n_samples) // int(n_batches), 1)
@@ -209,7 +210,7 @@ class GaussianMixtureDenoiser:
             return jnp.mean(lr)
 
         vals = np.array([float(batch(k)) for k in jax.random.split(key, int(n_batches))])
-        return float(vals.mean()), float(vals.std(ddof=1) / np.sqrt(len(vals)))
+        return Estimate(float(vals.mean()), float(vals.std(ddof=1) / np.sqrt(len(vals))))
 
 
 def _covariances(variances, K: int, d: int) -> np.ndarray:

@@ -8,7 +8,7 @@ are in flight at once, so memory is bounded whatever the number of samples.
 They are differentiable with respect to the stimulus ``x`` and the population's parameters
 (``jax.grad`` of ``.total`` or of ``.map`` entries), with unbiased gradients; see "Gradients" below.
 
-Integrals and tails (``../SCIENCE.md`` §2, Numerics). In log-SNR the I_local
+Integrals and tails (``docs/numerics.md`` §1-3). In log-SNR the I_local
 integrand is ``f(a) = 1/2 E (eps_hat(x_a, a, r) - eps_hat(x_a, a))^2``. For ``a -> +inf``
 ``f(a) -> 1/2 e^{-a} J(x)`` (Fisher at the clean stimulus), so the tail beyond
 ``hi`` is ``1/2 g(hi) J(x)``, computed exactly from the population when it is known
@@ -65,37 +65,17 @@ draws than a value of the same relative precision; estimate its error from indep
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdecomp._interfaces import Estimate, MapResult
 from jaxdecomp.diffusion.sampling import reverse_diffusion
 from jaxdecomp.diffusion.schedules import Levels, levels as make_levels, to_variance_preserving, variance_from_log_snr
 
-Array = Any
 
 RESPONSE_SAMPLERS = ("posterior_mean", "posterior_sample", "clean")
-
-
-class MapResult(NamedTuple):
-    """A stimulus-wise measure: ``map`` (shape of ``x``), ``total`` (its sum) and ``stderr`` of the total.
-
-    For a batch, each field gains a leading batch axis. A pytree, so it passes through
-    ``jit``/``vmap``; take ``jax.grad`` of a function returning ``result.total``.
-    """
-
-    map: Array
-    total: Array
-    stderr: Array
-
-
-class Estimate(NamedTuple):
-    """A scalar estimate (nats) with its Monte Carlo standard error."""
-
-    value: Array
-    stderr: Array
 
 
 # ------------------------------------------------------------------ helpers
@@ -435,19 +415,20 @@ def _mi_jit(key, denoiser, x, r, nodes, weights, *, form, n_noise, chunk):
 
     vals = _map_tasks(task, n_pairs * per_pair, chunk).reshape(n_pairs, n_nodes, n_noise).mean(-1)
     per = vals @ weights.astype(vals.dtype)
-    return Estimate(per.mean(), per.std(ddof=1) / jnp.sqrt(n_pairs)), per
+    return per.mean(), per.std(ddof=1) / jnp.sqrt(n_pairs), per
 
 
 def mutual_information(key, denoiser, x, r, *, levels: Levels | None = None, form: str = "orthogonal",
                        n_noise: int = 1, chunk: int = 4096, stimulus_shape=None,
-                       return_pairs: bool = False):
+                       return_pairs: bool = False) -> Estimate:
     """Population I(R;X) from paired samples ``(x_j, r_j) ~ p(x, r)`` (I-MMSE).
 
     form: ``"orthogonal"`` (``1/2 int E ||eps_hat(x_a,a,r) - eps_hat(x_a,a)||^2 da``, Kong et al.'s
     orthogonal estimator; never negative) or ``"gap"`` (``1/2 int E[||eps - eps_hat(x_a,a)||^2 -
     ||eps - eps_hat(x_a,a,r)||^2] da``). x: ``(N, *S)``; r: ``(N, n_neurons)``; ``N >= 2``.
     n_noise: noise draws per pair and level. Returns :class:`Estimate` (value, standard error over
-    pairs), and also the per-pair values ``(N,)`` if ``return_pairs``. Both tails are extrapolated.
+    pairs); with ``return_pairs`` its ``info`` is ``{"per_pair": (N,) values}`` (their mean is
+    ``value``), else ``None``. Both tails are extrapolated.
     """
     if form not in ("orthogonal", "gap"):
         raise ValueError(f"form: expected 'orthogonal' or 'gap', got {form!r}")
@@ -469,6 +450,6 @@ def mutual_information(key, denoiser, x, r, *, levels: Levels | None = None, for
     if x.shape[0] < 2:
         raise ValueError(f"x: need at least 2 pairs for a standard error, got {x.shape[0]}")
     nodes, weights = _nodes(levels, extrapolate_hi=True)
-    est, per = _mi_jit(key, _as_pytree(denoiser, "denoiser"), x, r.astype(x.dtype), jnp.asarray(nodes, x.dtype),
+    value, stderr, per = _mi_jit(key, _as_pytree(denoiser, "denoiser"), x, r.astype(x.dtype), jnp.asarray(nodes, x.dtype),
                        jnp.asarray(weights, x.dtype), form=form, n_noise=n_noise, chunk=chunk)
-    return (est, per) if return_pairs else est
+    return Estimate(value, stderr, {"per_pair": per} if return_pairs else None)

@@ -6,6 +6,7 @@ import numpy as np
 import jax
 from flax import nnx
 
+from jaxdecomp._interfaces import Estimate
 from jaxdecomp.diffusion.networks import MLPDenoiser, UNetDenoiser
 from jaxdecomp.diffusion.schedules import Levels
 from jaxdecomp.diffusion.training import TrainConfig, train
@@ -13,8 +14,8 @@ from jaxdecomp.estimate._estimators import mutual_information
 
 
 def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, holdout: float = 0.2,
-             levels: Levels | None = None, form: str = "gap", n_noise: int = 4, checkpoint_dir=None,
-             return_details: bool = False):
+             levels: Levels | None = None, form: str = "gap", n_noise: int = 4,
+             checkpoint_dir=None) -> Estimate:
     """I(R;X) in nats from paired samples ``(x_j, r_j)``, for users who only have data.
 
     Trains one conditional denoiser with condition dropout (so it is also the unconditional
@@ -29,8 +30,10 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
     r: ``(N, n_neurons)`` responses. model: an NNX denoiser with ``shape == S`` and
     ``n_neurons`` set (default: :class:`MLPDenoiser` for vectors, :class:`UNetDenoiser` for
     ``(H, W)`` images). config: :class:`TrainConfig` (default: 3000 steps, batch 256).
-    Returns a float; with ``return_details`` also a dict with the standard error, the
-    trained model, the loss log and the number of training / held-out pairs.
+    Returns :class:`~jaxdecomp.estimate.Estimate`: ``value`` (nats) and ``stderr`` (Monte Carlo,
+    over the held-out pairs; network error is not included) as floats, and ``info``, a dict
+    with the trained ``model``, the loss log ``losses`` and the numbers of training / held-out
+    pairs ``n_train`` / ``n_heldout``.
     """
     x = np.asarray(x, dtype=np.float32)
     r = np.asarray(r, dtype=np.float32)
@@ -67,7 +70,5 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
     config = TrainConfig(steps=3000, batch_size=min(256, len(fit))) if config is None else config
     result = train(model, x[fit], r[fit], config, checkpoint_dir=checkpoint_dir, key=k_train)
     est = mutual_information(k_est, result.model, x[test], r[test], levels=levels, form=form, n_noise=n_noise)
-    if not return_details:
-        return float(est.value)
-    return float(est.value), dict(stderr=float(est.stderr), model=result.model, losses=result.losses,
-                                  n_train=len(fit), n_heldout=n_test)
+    return Estimate(float(est.value), float(est.stderr),
+                    dict(model=result.model, losses=result.losses, n_train=len(fit), n_heldout=n_test))

@@ -1,21 +1,24 @@
 """Exact grid engine: every stimulus-wise information measure for 1-D and 2-D stimuli.
 
 A prior is a :class:`Grid` of points and masses; a population comes from
-:mod:`jaxdecomp.neurons`. Each measure is a function ``measure(grid, population)``
-returning one value per grid point (nats), computed in float64.
+:mod:`jaxdecomp.neurons` (any :class:`~jaxdecomp.neurons.Encoder` whose response cells are
+registered: :func:`register_cells`, e.g. :func:`finite_support` for finitely many
+responses). Each measure is a function ``measure(grid, population)`` returning one value
+per grid point (nats), computed in float64 and returned as numpy float64 (not traceable:
+under ``jax.jit`` / ``jax.grad`` it raises a TypeError).
 
 ``differentiable(measure, grid, population)`` gives the same measures as a pure,
 differentiable JAX function of the population's parameters (``jax.grad`` w.r.t.
 tuning-curve centres, widths, amplitudes, noise SDs), with the response cells fixed.
 """
 
+from jaxdecomp._interfaces import Encoder
+from jaxdecomp.exact._differentiable import DifferentiableMeasure, differentiable
 from jaxdecomp.exact._engine import (
     MEASURE_NAMES,
-    DifferentiableMeasure,
     Integral,
     all_measures,
     cissi,
-    differentiable,
     fisher,
     ilocal,
     kong2,
@@ -33,16 +36,20 @@ from jaxdecomp.exact._grid import (
     grid_from_density,
     mixture_grid,
 )
-from jaxdecomp.exact._responses import response_cells
+from jaxdecomp.exact._responses import CellOptions, Cells, finite_support, register_cells, response_cells
 
 __all__ = [
     "MEASURE_NAMES",
+    "CellOptions",
+    "Cells",
     "DifferentiableMeasure",
+    "Encoder",
     "Grid",
     "Integral",
     "all_measures",
     "cissi",
     "differentiable",
+    "finite_support",
     "fisher",
     "gaussian_grid",
     "gaussian_grid_2d",
@@ -53,6 +60,7 @@ __all__ = [
     "mixture_grid",
     "monte_carlo_measures",
     "mutual_information",
+    "register_cells",
     "response_cells",
     "specific_information",
     "specific_surprise",

@@ -6,8 +6,14 @@ small noise, where float32 would lose three to four digits.
 
 Every public function builds a plan (grid, response cells: fixed from the concrete
 population) and evaluates it with :func:`_evaluate`, a pure JAX function of the
-population; :func:`differentiable` hands that same function to the user, so gradients
-w.r.t. tuning-curve parameters come from the code that computes the values.
+population; :func:`~jaxdecomp.exact.differentiable` (in :mod:`jaxdecomp.exact._differentiable`)
+hands that same function to the user, so gradients w.r.t. tuning-curve parameters come
+from the code that computes the values.
+
+The public functions here sit at the JAX boundary: they take concrete arrays and return
+numpy float64 (arrays, or ``float`` for a scalar). Called with traced values (inside
+``jax.jit`` / ``jax.grad`` / ``jax.vmap``) they raise a TypeError pointing to
+``exact.differentiable``, which is the traceable, differentiable form.
 
 Discrete measures come from the response-cell masses ``P[j, k] = P(cell k | x_j)``
 (see :mod:`jaxdecomp.exact._responses`) and the prior masses ``w_j``.
@@ -47,27 +53,43 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdecomp._interfaces import Encoder, Estimate
 from jaxdecomp._quadrature import gauss_legendre, log_snr_from_variance, variance_from_log_snr
 from jaxdecomp.exact._grid import Grid, axes_of
-from jaxdecomp.exact._responses import Cells, concrete_rates, response_cells, sampled_cells
-from jaxdecomp.neurons._populations import (
-    JointPopulation,
-    PoissonPopulation,
-    TransformedPopulation,
-    _Population,
-    joint_population,
-)
+from jaxdecomp.exact._responses import Cells, response_cells, sampled_cells
+from jaxdecomp.neurons._populations import joint_population
+
+
+def _to_host(v):
+    """numpy float64: an array, or a ``float`` (``np.float64``) for a scalar."""
+    a = np.asarray(v, dtype=np.float64)
+    return np.float64(a) if a.ndim == 0 else a
+
+
+def _refuse_tracers(name: str, args, kwargs) -> None:
+    """The exact engine is not traceable: say so, and where the traceable form is."""
+    for leaf in jax.tree_util.tree_leaves((args, kwargs)):
+        if isinstance(leaf, jax.core.Tracer):
+            raise TypeError(
+                f"exact.{name}: got traced values (called inside jax.jit, jax.grad, jax.vmap or similar); "
+                f"the exact engine builds its response cells from concrete rates and returns numpy float64, "
+                f"so it cannot be traced. Use fn = jaxdecomp.exact.differentiable(exact.{name}, grid, "
+                f"population, ...) outside the transformation and call fn(population) inside it "
+                f"(jit-, grad- and vmap-able, float64)."
+            )
 
 
 def _x64(fn):
-    """Run ``fn`` in float64 and hand back numpy float64 results (jax float64 arrays
-    would be truncated to float32 by any operation outside the x64 context)."""
+    """A public function at the JAX boundary: refuse traced arguments, run ``fn`` in float64
+    and hand back numpy float64 results (jax float64 arrays would be truncated to float32
+    by any operation outside the x64 context)."""
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
+        _refuse_tracers(fn.__name__, args, kwargs)
         with jax.enable_x64(True):
             out = fn(*args, **kwargs)
-            return jax.tree_util.tree_map(lambda v: np.asarray(v, dtype=np.float64), out)
+            return jax.tree_util.tree_map(_to_host, out)
 
     return wrapped
 
@@ -90,10 +112,12 @@ class _Plan(NamedTuple):
 def _check_inputs(grid, population, given=None):
     if not isinstance(grid, Grid):
         raise TypeError(f"grid: expected a jaxdecomp.exact.Grid, got {type(grid).__name__}")
-    if not isinstance(population, _Population):
-        raise TypeError(f"population: expected a population from jaxdecomp.neurons, got {type(population).__name__}")
-    if given is not None and not isinstance(given, _Population):
-        raise TypeError(f"given: expected a population from jaxdecomp.neurons, got {type(given).__name__}")
+    if not isinstance(population, Encoder):
+        raise TypeError(f"population: expected an encoder (a jaxdecomp.neurons population or a subclass of "
+                        f"jaxdecomp.neurons.Encoder), got {type(population).__name__}")
+    if given is not None and not isinstance(given, Encoder):
+        raise TypeError(f"given: expected an encoder (a jaxdecomp.neurons population or a subclass of "
+                        f"jaxdecomp.neurons.Encoder), got {type(given).__name__}")
 
 
 def _has_closed_form_fisher(population, x) -> bool:
@@ -333,22 +357,22 @@ def _options(kw, integral_allowed: bool = True, cells_allowed: bool = True):
 
 
 @_x64
-def mutual_information(grid: Grid, population, **cells) -> jax.Array:
-    """I(R; X) in nats, exactly on the grid (response-cell options: see ``response_cells``)."""
+def mutual_information(grid: Grid, population, **cells) -> float:
+    """I(R; X) in nats (a float64), exactly on the grid (response-cell options: see ``response_cells``)."""
     plan = _plan(grid, population, cell_kw=_options(cells, False)[1])
     return _evaluate(plan, population, ("mutual_information",))["mutual_information"]
 
 
 @_x64
-def fisher(grid: Grid, population, **cells) -> jax.Array:
-    """Trace of the Fisher information at each grid point, (m,). Does not average to I(R;X)."""
+def fisher(grid: Grid, population, **cells) -> np.ndarray:
+    """Trace of the Fisher information at each grid point, (m,) float64. Does not average to I(R;X)."""
     plan = _plan(grid, population, cell_kw=_options(cells, False)[1])
     return _evaluate(plan, population, ("fisher",))["fisher"]
 
 
 def _discrete_measure(name, doc):
     @_x64
-    def measure(grid: Grid, population, **cells) -> jax.Array:
+    def measure(grid: Grid, population, **cells) -> np.ndarray:
         plan = _plan(grid, population, cell_kw=_options(cells, False)[1])
         return _evaluate(plan, population, (name,))[name]
 
@@ -378,7 +402,7 @@ cissi = _discrete_measure(
 
 
 @_x64
-def ilocal(grid: Grid, population, *, given=None, per_dim: bool = False, **options) -> jax.Array:
+def ilocal(grid: Grid, population, *, given=None, per_dim: bool = False, **options) -> np.ndarray:
     """I_local(x) in nats at every grid point: (m,), or (m, d) per stimulus dimension with
     ``per_dim=True`` (rows sum to I_local).
 
@@ -394,7 +418,7 @@ def ilocal(grid: Grid, population, *, given=None, per_dim: bool = False, **optio
 
 
 @_x64
-def kong2(grid: Grid, population, *, given=None, **options) -> jax.Array:
+def kong2(grid: Grid, population, *, given=None, **options) -> np.ndarray:
     """Kong et al.'s second pointwise measure: the I_local integrand with ``r ~ p(r | x)``
     instead of ``p(r | x_g)``, (m,). Averages to I(R;X) but is neither local nor additive.
     Options as for :func:`ilocal`."""
@@ -404,10 +428,10 @@ def kong2(grid: Grid, population, *, given=None, **options) -> jax.Array:
 
 
 @_x64
-def all_measures(grid: Grid, population, **options) -> dict:
+def all_measures(grid: Grid, population, **options) -> dict[str, np.ndarray]:
     """Every measure at once (shares the response table and the noise integral):
-    keys ``mutual_information`` (scalar), ``fisher``, ``ilocal``, ``kong2``,
-    ``specific_information``, ``ssi``, ``specific_surprise``, ``cissi`` (each (m,)).
+    keys ``mutual_information`` (a float), ``fisher``, ``ilocal``, ``kong2``,
+    ``specific_information``, ``ssi``, ``specific_surprise``, ``cissi`` (each (m,) float64).
     Options as for :func:`ilocal`."""
     integral, cells = _options(options)
     return _evaluate(_plan(grid, population, cell_kw=cells), population, MEASURE_NAMES, integral)
@@ -415,15 +439,15 @@ def all_measures(grid: Grid, population, **options) -> dict:
 
 @_x64
 def monte_carlo_measures(key, grid: Grid, population, *, n_samples: int = 20000, n_batches: int = 10,
-                         **options) -> dict:
+                         **options) -> dict[str, Estimate]:
     """Every measure of :func:`all_measures` with responses sampled instead of enumerated,
     for populations too large to enumerate (many neurons).
 
     ``n_samples`` responses are drawn from the prior predictive ``p(r)`` in ``n_batches``
     independent batches; each batch gives a full estimate (importance weights
     ``p(r|x) / q(r)`` with ``q`` exact on the grid, so every sum over responses is
-    unbiased). Returns ``{name: (estimate, standard_error)}``: the batch mean and the
-    standard error of that mean. The grid sums and the noise integral stay exact.
+    unbiased). Returns ``{name: Estimate(value, stderr)}``: the batch mean and the
+    standard error of that mean (float64; a float for the MI, (m,) arrays otherwise). The grid sums and the noise integral stay exact.
     Options: the noise-integral settings of :func:`ilocal`.
     """
     if int(n_batches) < 2 or int(n_samples) < 2 * int(n_batches):
@@ -441,217 +465,5 @@ def monte_carlo_measures(key, grid: Grid, population, *, n_samples: int = 20000,
     result = {}
     for name in runs[0]:
         stack = np.stack([r[name] for r in runs])
-        result[name] = (stack.mean(axis=0), stack.std(axis=0, ddof=1) / np.sqrt(len(runs)))
+        result[name] = Estimate(stack.mean(axis=0), stack.std(axis=0, ddof=1) / np.sqrt(len(runs)))
     return result
-
-
-# ----------------------------------------------------------------------------- differentiable path
-
-_PUBLIC = {
-    mutual_information: ("mutual_information",),
-    fisher: ("fisher",),
-    specific_information: ("specific_information",),
-    ssi: ("ssi",),
-    specific_surprise: ("specific_surprise",),
-    cissi: ("cissi",),
-    ilocal: ("ilocal",),
-    kong2: ("kong2",),
-    all_measures: MEASURE_NAMES,
-}
-
-
-def _measure_names(measure) -> tuple[tuple[str, ...], bool]:
-    """``(names, single)``: which measures, and whether one array (not a dict) is returned."""
-    if isinstance(measure, str):
-        if measure == "all":
-            return MEASURE_NAMES, False
-        if measure in MEASURE_NAMES:
-            return (measure,), True
-        raise ValueError(f"measure: expected one of {MEASURE_NAMES} or 'all', got {measure!r}")
-    if callable(measure):
-        try:
-            names = _PUBLIC[measure]
-        except (KeyError, TypeError):
-            names = None
-        if names is None:
-            raise ValueError(
-                f"measure: expected a measure function of jaxdecomp.exact (e.g. exact.ilocal) or a name, "
-                f"got {getattr(measure, '__name__', type(measure).__name__)}"
-            )
-        return names, len(names) == 1 and measure is not all_measures
-    if isinstance(measure, (tuple, list)) and measure and all(isinstance(k, str) for k in measure):
-        bad = [k for k in measure if k not in MEASURE_NAMES]
-        if bad:
-            raise ValueError(f"measure: unknown names {bad}; expected names from {MEASURE_NAMES}")
-        return tuple(dict.fromkeys(measure)), False
-    raise TypeError(
-        f"measure: expected a name, a sequence of names or a jaxdecomp.exact measure function, "
-        f"got {type(measure).__name__}"
-    )
-
-
-def _poisson_parts(population):
-    if isinstance(population, PoissonPopulation):
-        yield population
-    elif isinstance(population, JointPopulation):
-        yield from _poisson_parts(population.first)
-        yield from _poisson_parts(population.second)
-    elif isinstance(population, TransformedPopulation):
-        yield from _poisson_parts(population.base)
-
-
-def _as_float64(leaf):
-    if jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-        return jnp.asarray(leaf, dtype=jnp.float64)
-    return leaf
-
-
-class DifferentiableMeasure:
-    """A measure of the exact engine as a pure JAX function of a population's parameters.
-
-    Made by :func:`differentiable`; ``fn(population)`` returns what the public function
-    returns (a scalar or (m,) / (m, d) array, or a dict of them, nats), as float64 jax
-    arrays, and is traceable (in float64 mode: see :func:`differentiable`): ``jax.grad``,
-    ``jax.value_and_grad``, ``jax.jit``, ``jax.jvp``, ``jax.jacrev`` all apply, differentiating w.r.t. every floating array leaf of the
-    population (tuning-curve parameters, Gaussian ``sigma``). The grid, the response
-    cells, the conditioning population ``given`` and the numerical settings are fixed
-    at construction. Use :meth:`missing_mass` to check that new parameters stay within
-    the response cells.
-    """
-
-    def __init__(self, plan: _Plan, names, single: bool, integral: Integral, per_dim: bool, reference):
-        self._plan, self._names, self._single = plan, names, single
-        self._integral, self._per_dim = integral, per_dim
-        self._reference = reference
-        flat, self._treedef = jax.tree_util.tree_flatten_with_path(reference)
-        self._shapes = [(jax.tree_util.keystr(path), jnp.shape(leaf)) for path, leaf in flat]
-        self.__name__ = f"differentiable_{'_'.join(names) if single else 'measures'}"
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The measures computed (a single one is returned as an array, several as a dict)."""
-        return self._names
-
-    @property
-    def n_cells(self) -> int:
-        """Number of response cells K (the tables are (m, K) float64)."""
-        return int(self._plan.cells.points.shape[0])
-
-    def _check(self, population):
-        if not isinstance(population, _Population):
-            raise TypeError(
-                f"population: expected a population from jaxdecomp.neurons with the structure of the one "
-                f"given at construction ({type(self._reference).__name__}), got {type(population).__name__}"
-            )
-        flat, treedef = jax.tree_util.tree_flatten_with_path(population)
-        if treedef != self._treedef:
-            raise ValueError(
-                f"population: its pytree structure differs from the population given at construction "
-                f"(got {treedef}, expected {self._treedef}); the response cells are fixed per structure, "
-                f"so build a new differentiable measure for it"
-            )
-        for (path, leaf), (name, shape) in zip(flat, self._shapes):
-            if jnp.shape(leaf) != shape:
-                raise ValueError(
-                    f"population: parameter {name or '<root>'} has shape {jnp.shape(leaf)}, expected {shape} "
-                    f"as at construction (the number of neurons and the stimulus dimension are fixed)"
-                )
-
-    def _require_x64(self):
-        if not jax.config.jax_enable_x64:
-            raise RuntimeError(
-                f"{self.__name__}: needs float64; call it (and jax.grad / jax.jit of it) inside "
-                f"`with jax.enable_x64(True):` or after jax.config.update('jax_enable_x64', True). "
-                f"(The backward pass of jax.grad is traced outside this function, so it cannot switch "
-                f"float64 on by itself: its products would be truncated to float32.)"
-            )
-
-    def __call__(self, population):
-        self._check(population)
-        self._require_x64()
-        pop = jax.tree_util.tree_map(_as_float64, population)
-        out = _evaluate(self._plan, pop, self._names, self._integral, self._per_dim)
-        return out[self._names[0]] if self._single else out
-
-    def missing_mass(self, population) -> float:
-        """Largest probability, over the grid points, of responses outside the fixed cells,
-        ``max_j (1 - sum_k P(cell k | x_j))`` for a concrete ``population``. About
-        ``n * tail`` (Poisson; ~0 for Gaussian) while the cells cover its rates; a larger
-        value means the parameters left the range the cells were built for, and every
-        measure is then off by about that much: rebuild with a wider ``rate_range``."""
-        self._check(population)
-        self._require_x64()
-        pop = jax.tree_util.tree_map(_as_float64, population)
-        pop = pop if self._plan.given is None else joint_population(self._plan.given, pop)
-        P = self._plan.table(pop, jnp.asarray(self._plan.points))
-        return float(jnp.max(1.0 - jnp.sum(P, axis=1)))
-
-    def __repr__(self) -> str:
-        what = self._names[0] if self._single else list(self._names)
-        return f"DifferentiableMeasure({what}, m={self._plan.points.shape[0]}, cells={self.n_cells})"
-
-
-def differentiable(measure, grid: Grid, population, *, given=None, per_dim: bool = False,
-                   **options) -> DifferentiableMeasure:
-    """A measure of the exact engine as a differentiable function of the population.
-
-    ``fn = differentiable(measure, grid, population, **options)``; then ``fn(pop)``
-    for any population ``pop`` of the same structure (same kind, same number of
-    neurons, other parameter values) returns the measure exactly as the public
-    function (``measure(grid, pop, **options)``) would, through the same code, but as
-    a pure JAX function of ``pop``'s array leaves: ``jax.grad(lambda p:
-    fn(p))(pop)`` is the gradient of I(R;X) (a population of the same pytree type,
-    holding d I / d parameter), ``jax.jacrev(fn)(pop)`` that of I_local(x_j) at every
-    grid point, and ``jax.jit(fn)`` compiles it.
-
-    measure: a name (``"mutual_information"``, ``"ilocal"``, ``"kong2"``, ``"fisher"``,
-        ``"specific_information"``, ``"ssi"``, ``"specific_surprise"``, ``"cissi"``),
-        the public function itself (``exact.ilocal``), a sequence of names or ``"all"``
-        / ``exact.all_measures`` (then ``fn`` returns a dict). Every measure is
-        differentiable: the discrete ones through the response-cell masses, I_local and
-        Kong-2 also through the noise integral, whose settings (levels, blur grid) are
-        fixed numbers, so the gradient is the exact gradient of the computed value.
-    grid: the prior (fixed; not differentiated).
-    population: fixes the structure and, through its rates on the grid, the response
-        cells. The cells do not move with the parameters: they must cover the rates
-        the parameters will produce, else the responses outside them are dropped
-        (see :meth:`DifferentiableMeasure.missing_mass`). Leave room with the option
-        ``rate_range=(lo, hi)`` (e.g. ``(0, peak rate)`` for Poisson tuning curves
-        whose amplitudes may grow), or a smaller ``tail``.
-    given: a fixed conditioning population R1 (``ilocal``/``kong2`` only; not differentiated).
-    per_dim: I_local per stimulus dimension, (m, d) (``ilocal`` only).
-    options: as for the public functions: response cells (``tail``, ``points_per_sigma``,
-        ``max_cells``, ``rate_range``) and the noise integral (``n_levels``, ``g_min``,
-        ``g_max``, ``blur_points``, ``chunk``).
-
-    Precision: float64. ``fn`` must be called, and differentiated, with float64 enabled
-    (inside ``with jax.enable_x64(True):`` or with ``jax_enable_x64`` set); it raises a
-    RuntimeError otherwise, because the backward pass of ``jax.grad`` is traced after
-    ``fn`` returns and would silently run in float32. ``fn`` casts the population's
-    floating leaves to float64 (gradients come back in the leaves' own dtype, so build
-    the population in x64 mode too). The construction itself (this function) may run
-    in either mode.
-    Poisson rates must be positive on the grid (a positive baseline): at a zero rate the
-    gradient of ``log p(r | x)`` is infinite; this is checked here.
-
-    Memory: reverse mode stores the (m, K) cell table and its cotangent and, through
-    ``jax.checkpoint``, recomputes one noise level at a time (about the forward pass's
-    memory, twice its time or more).
-    """
-    names, single = _measure_names(measure)
-    if given is not None and not set(names) <= {"ilocal", "kong2"}:
-        raise ValueError(f"given: conditional measures are ilocal and kong2 only, got measures {list(names)}")
-    if per_dim and "ilocal" not in names:
-        raise ValueError(f"per_dim: applies to ilocal only, got measures {list(names)}")
-    integral, cell_kw = _options(options)
-    with jax.enable_x64(True):
-        plan = _plan(grid, population, given, cell_kw)
-        for part in _poisson_parts(population):
-            f = concrete_rates(part, plan.points)
-            if not np.all(f > 0):
-                raise ValueError(
-                    f"population: Poisson rates must be positive on the grid for gradients (minimum "
-                    f"{f.min():.3g}); the gradient of log p(r|x) is infinite at a zero rate. Add a positive baseline."
-                )
-        _settings(plan.points, integral)  # validate the noise-integral settings now, not at trace time
-    return DifferentiableMeasure(plan, names, single, integral, bool(per_dim), population)

@@ -24,6 +24,9 @@ rates on the grid, widened by the ``rate_range`` option.
 * A transformed population ``r' = T(r)`` maps the base cells through ``T`` and merges
   cells with equal images (the induced partition), which is exact for the
   distribution of ``r'`` on those cells.
+* Any other encoder: the builder registered for its class (:func:`register_cells`), e.g.
+  :func:`finite_support` (one cell per response, masses from ``log_prob``) for an encoder
+  with finitely many responses.
 """
 
 from __future__ import annotations
@@ -172,9 +175,61 @@ def _check_size(per_neuron: list[int], max_cells: int) -> None:
         )
 
 
+class CellOptions(NamedTuple):
+    """Settings of the response cells, handed to every cell builder (see :func:`response_cells`)."""
+
+    tail: float = 1e-9
+    points_per_sigma: float = 1.0
+    max_cells: int = 20000
+    rate_range: tuple | None = None
+
+
+#: encoder class -> builder ``(population, points (m,) or (m, d) float64, CellOptions) -> Cells``
+_CELL_BUILDERS: dict[type, Callable] = {}
+
+
+def register_cells(encoder_cls: type, builder: Callable | None = None):
+    """Register how :mod:`jaxdecomp.exact` cuts the responses of ``encoder_cls`` into cells.
+
+    ``builder(population, points, options) -> Cells``: ``points`` are the grid points
+    (numpy float64, (m,) or (m, d)), ``options`` a :class:`CellOptions`; the returned
+    :class:`Cells` holds the cell representatives ``(K, n)``, ``mass(x) -> (K,)`` and
+    ``mass_of(population, x) -> (K,)``, a pure JAX function of the population (that is what
+    :func:`jaxdecomp.exact.differentiable` differentiates). The builder is looked up along
+    the population's class MRO, so a subclass inherits its parent's cells unless it registers
+    its own. For an encoder with a finite set of responses use :func:`finite_support`:
+    ``register_cells(MyEncoder, finite_support([0.0, 1.0]))``. Returns ``builder``
+    (usable as a decorator: ``@register_cells(MyEncoder)``).
+    """
+    if not isinstance(encoder_cls, type):
+        raise TypeError(f"encoder_cls: expected a class, got {type(encoder_cls).__name__}")
+    if builder is None:
+        return lambda fn: register_cells(encoder_cls, fn)
+    if not callable(builder):
+        raise TypeError(f"builder: expected a callable (population, points, options) -> Cells, "
+                        f"got {type(builder).__name__}")
+    _CELL_BUILDERS[encoder_cls] = builder
+    return builder
+
+
+def _builder_for(population):
+    for klass in type(population).__mro__:
+        if klass in _CELL_BUILDERS:
+            return _CELL_BUILDERS[klass]
+    raise TypeError(
+        f"population: jaxdecomp.exact has no response cells for {type(population).__name__}; register them "
+        f"with jaxdecomp.exact.register_cells({type(population).__name__}, builder) (for a finite set of "
+        f"responses: builder = jaxdecomp.exact.finite_support(values)). Registered: "
+        f"{sorted(k.__name__ for k in _CELL_BUILDERS)}"
+    )
+
+
 def response_cells(population, points, *, tail: float = 1e-9, points_per_sigma: float = 1.0,
                    max_cells: int = 20000, rate_range=None) -> Cells:
     """Cells of ``population``'s response space and their masses given one stimulus.
+
+    The cells come from the builder registered for the population's class (see
+    :func:`register_cells`; built in: Poisson, Gaussian, joint and transformed populations).
 
     ``rate_range``: ``(lo, hi)``, scalars or arrays (n,) over all neurons: make the
     cells also cover rates in ``[lo, hi]`` (beyond those of ``population`` on the
@@ -182,43 +237,100 @@ def response_cells(population, points, *, tail: float = 1e-9, points_per_sigma: 
     (Poisson: counts up to the tail of a rate ``hi``; Gaussian: ``lo - 8 sigma`` to
     ``hi + 8 sigma``). Default: the rates on the grid only.
     """
-    if isinstance(population, PoissonPopulation):
-        return _poisson_cells(population, points, tail, max_cells, rate_range)
-    if isinstance(population, GaussianPopulation):
-        return _gaussian_cells(population, points, points_per_sigma, max_cells, rate_range)
-    kw = dict(tail=tail, points_per_sigma=points_per_sigma, max_cells=max_cells)
-    if isinstance(population, JointPopulation):
-        n_first = concrete_rates(population.first, points).shape[1]
-        range_a, range_b = _split_range(rate_range, n_first)
-        a = response_cells(population.first, points, rate_range=range_a, **kw)
-        b = response_cells(population.second, points, rate_range=range_b, **kw)
-        K1, K2 = a.points.shape[0], b.points.shape[0]
-        _check_size([K1, K2], max_cells)
-        pts = np.concatenate(
-            [np.repeat(a.points, K2, axis=0), np.tile(b.points, (K1, 1))], axis=1
-        )
+    options = CellOptions(tail, points_per_sigma, int(max_cells), rate_range)
+    return _builder_for(population)(population, np.asarray(points, dtype=np.float64), options)
+
+
+def _poisson_builder(pop, points, o: CellOptions) -> Cells:
+    return _poisson_cells(pop, points, o.tail, o.max_cells, o.rate_range)
+
+
+def _gaussian_builder(pop, points, o: CellOptions) -> Cells:
+    return _gaussian_cells(pop, points, o.points_per_sigma, o.max_cells, o.rate_range)
+
+
+def _joint_builder(population, points, o: CellOptions) -> Cells:
+    n_first = concrete_rates(population.first, points).shape[1]
+    range_a, range_b = _split_range(o.rate_range, n_first)
+    kw = dict(tail=o.tail, points_per_sigma=o.points_per_sigma, max_cells=o.max_cells)
+    a = response_cells(population.first, points, rate_range=range_a, **kw)
+    b = response_cells(population.second, points, rate_range=range_b, **kw)
+    K1, K2 = a.points.shape[0], b.points.shape[0]
+    _check_size([K1, K2], o.max_cells)
+    pts = np.concatenate([np.repeat(a.points, K2, axis=0), np.tile(b.points, (K1, 1))], axis=1)
+
+    def mass_of(pop, x):
+        return (a.mass_of(pop.first, x)[:, None] * b.mass_of(pop.second, x)[None, :]).reshape(-1)
+
+    return Cells(pts, functools.partial(mass_of, population), (K1, K2), mass_of=mass_of)
+
+
+def _transformed_builder(population, points, o: CellOptions) -> Cells:
+    base = response_cells(population.base, points, **o._asdict())
+    images = np.asarray(jax.vmap(population.transform)(jnp.asarray(base.points)), dtype=np.float64)
+    images = images.reshape(base.points.shape[0], -1)
+    keys = np.round(images, 12)
+    uniq, ids = np.unique(keys, axis=0, return_inverse=True)
+    ids = jnp.asarray(ids.reshape(-1))
+    U = uniq.shape[0]
+
+    def mass_of(pop, x):
+        return jax.ops.segment_sum(base.mass_of(pop.base, x), ids, num_segments=U)
+
+    return Cells(uniq, functools.partial(mass_of, population), (U,), mass_of=mass_of)
+
+
+register_cells(PoissonPopulation, _poisson_builder)
+register_cells(GaussianPopulation, _gaussian_builder)
+register_cells(JointPopulation, _joint_builder)
+register_cells(TransformedPopulation, _transformed_builder)
+
+
+def finite_support(support, *, atol: float = 1e-6) -> Callable:
+    """A cell builder for an encoder whose responses take finitely many values: one cell
+    per response, with mass ``exp(population.log_prob(r_k, x))`` (exact enumeration).
+
+    support: every response the encoder can give, as a (K, n) array; or a 1-D array of the
+    values each neuron can take (the support is then their n-fold product, last neuron
+    fastest, with n from the population's rates); or a function ``(population, points) ->``
+    either of those. The builder checks that the masses sum to 1 within ``atol`` at every
+    grid point (a support that misses responses is refused) and that there are at most
+    ``max_cells`` cells. Use: ``exact.register_cells(MyEncoder, exact.finite_support([0., 1.]))``.
+    """
+    if not callable(support):
+        arr = np.asarray(support, dtype=np.float64)
+        if arr.ndim not in (1, 2) or arr.size == 0 or not np.all(np.isfinite(arr)):
+            raise ValueError(f"support: expected finite values (k,) per neuron or responses (K, n), "
+                             f"got shape {arr.shape}")
+
+    def builder(population, points, o: CellOptions) -> Cells:
+        values = support(population, points) if callable(support) else support
+        vals = np.asarray(values, dtype=np.float64)
+        n = concrete_rates(population, points).shape[1]
+        if vals.ndim == 1:
+            _check_size([vals.shape[0]] * n, o.max_cells)
+            R = _product([vals] * n)
+        elif vals.ndim == 2 and vals.shape[1] == n:
+            _check_size([vals.shape[0]], o.max_cells)
+            R = vals
+        else:
+            raise ValueError(f"support: expected values (k,) per neuron or responses (K, {n}), got shape {vals.shape}")
+        R_j = jnp.asarray(R)
 
         def mass_of(pop, x):
-            return (a.mass_of(pop.first, x)[:, None] * b.mass_of(pop.second, x)[None, :]).reshape(-1)
+            return jnp.exp(jax.vmap(lambda r: pop.log_prob(r, x))(R_j))
 
-        return Cells(pts, functools.partial(mass_of, population), (K1, K2), mass_of=mass_of)
-    if isinstance(population, TransformedPopulation):
-        base = response_cells(population.base, points, rate_range=rate_range, **kw)
-        images = np.asarray(jax.vmap(population.transform)(jnp.asarray(base.points)), dtype=np.float64)
-        images = images.reshape(base.points.shape[0], -1)
-        keys = np.round(images, 12)
-        uniq, ids = np.unique(keys, axis=0, return_inverse=True)
-        ids = jnp.asarray(ids.reshape(-1))
-        U = uniq.shape[0]
+        totals = np.asarray(jax.vmap(functools.partial(mass_of, population))(jnp.asarray(points))).sum(axis=1)
+        worst = int(np.argmax(np.abs(totals - 1.0)))
+        if not abs(totals[worst] - 1.0) <= atol:
+            raise ValueError(
+                f"support: the masses exp(log_prob(r, x)) of the {R.shape[0]} responses sum to "
+                f"{totals[worst]:.9g} at grid point {worst}, not 1 (within {atol}): the support misses "
+                f"responses of {type(population).__name__}, or its log_prob is not normalised"
+            )
+        return Cells(R, functools.partial(mass_of, population), (R.shape[0],), mass_of=mass_of)
 
-        def mass_of(pop, x):
-            return jax.ops.segment_sum(base.mass_of(pop.base, x), ids, num_segments=U)
-
-        return Cells(uniq, functools.partial(mass_of, population), (U,), mass_of=mass_of)
-    raise TypeError(
-        f"population: jaxdecomp.exact supports Poisson, Gaussian, joint and transformed populations, "
-        f"got {type(population).__name__}"
-    )
+    return builder
 
 
 def sampled_cells(key, population, points, weights, n: int) -> Cells:

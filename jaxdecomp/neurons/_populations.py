@@ -1,6 +1,7 @@
 """Encoders ``p(r | x)``: a rate model plus a noise model, for ONE stimulus.
 
-Every population is a pytree with
+Every population subclasses the public :class:`~jaxdecomp._interfaces.Encoder` and is a
+pytree with
 
 * ``rate(x) -> (n,)``            mean response of each neuron,
 * ``sample(key, x) -> (n,)``     one response,
@@ -12,10 +13,19 @@ Every population is a pytree with
 Batch with ``jax.vmap``. Fisher information is closed form: ``sum_n w_n
 grad f_n grad f_n^T`` with the noise model's weight ``w_n = 1/f_n`` (Poisson)
 or ``1/sigma_n^2`` (Gaussian); the gradients of the rates come from autodiff.
+
+The rate model is held as it is, in the field ``rates``: a pytree rate model (e.g.
+:func:`~jaxdecomp.neurons.gaussian_bumps`) is a child of the population, so
+``jax.grad(f)(pop).rates`` has the rate model's own structure (``.rates.centers``); a
+plain function (no array parameters) is static (part of the tree structure, not a leaf).
+A pytree rate model's Python float fields are turned into arrays here (so that they get
+gradients); Python int / bool fields and non-array leaves are refused (mark such fields
+static with ``flax.struct.field(pytree_node=False)``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -25,8 +35,7 @@ from flax import struct
 from jax.scipy.special import gammaln, xlogy
 
 from jaxdecomp._checks import check_positive, is_concrete
-
-Array = Any
+from jaxdecomp._interfaces import Array, Encoder, rate_jacobian_fisher
 
 
 def poisson_log_pmf(r, f):
@@ -46,30 +55,113 @@ def gaussian_log_density(r, f, sigma):
     return -0.5 * z**2 - jnp.log(sigma) - 0.5 * jnp.log(2 * jnp.pi)
 
 
-def _is_pytree_model(fn) -> bool:
-    """A rate model whose parameters are array leaves (differentiable), vs a plain function."""
+# ----------------------------------------------------------------------------- rate models
+
+
+def _is_static_rate(fn) -> bool:
+    """A rate model without pytree parameters: a plain function (its own single leaf) or a
+    pytree with no leaves at all. Such a model is static in the population's tree."""
     leaves = jax.tree_util.tree_leaves(fn)
-    return bool(leaves) and all(isinstance(l, (jax.Array, np.ndarray)) for l in leaves)
+    return not leaves or (len(leaves) == 1 and leaves[0] is fn)
 
 
-@struct.dataclass
-class _RateHolder:
-    """Holds a rate model: as a pytree when it has array parameters, else as a static callable."""
+def _prepare_rates(rate_fn):
+    """Validate a rate model; turn the Python float leaves of a pytree model into arrays."""
+    if isinstance(rate_fn, Encoder):
+        raise TypeError(f"rate_fn: expected a rate model x -> (n,), got a population ({type(rate_fn).__name__})")
+    if not callable(rate_fn):
+        raise TypeError(f"rate_fn: expected a callable x -> (n,) rates, got {type(rate_fn).__name__}")
+    if _is_static_rate(rate_fn):
+        return rate_fn
+    flat, treedef = jax.tree_util.tree_flatten_with_path(rate_fn)
+    leaves = []
+    for path, leaf in flat:
+        name = jax.tree_util.keystr(path) or "<root>"
+        if isinstance(leaf, (jax.Array, np.ndarray)):
+            leaves.append(leaf)
+        elif isinstance(leaf, (bool, np.bool_, int, np.integer)):
+            raise TypeError(
+                f"rate_fn: parameter {name} of {type(rate_fn).__name__} is a Python {type(leaf).__name__} "
+                f"({leaf!r}), which would get no gradient; pass a float array (jnp.asarray({leaf!r}, float)) "
+                f"or, if it is a setting (a size, a flag), mark the field static with "
+                f"flax.struct.field(pytree_node=False)"
+            )
+        elif isinstance(leaf, (float, np.floating)):
+            leaves.append(jnp.asarray(leaf, dtype=jnp.result_type(float)))
+        else:
+            raise TypeError(
+                f"rate_fn: parameter {name} of {type(rate_fn).__name__} is a {type(leaf).__name__}, not an array; "
+                f"a rate model's pytree leaves must be arrays (its parameters): mark other fields static with "
+                f"flax.struct.field(pytree_node=False)"
+            )
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
-    model: Any = None
-    static_fn: Callable | None = struct.field(pytree_node=False, default=None)
 
-    @classmethod
-    def wrap(cls, rate_fn):
-        if not callable(rate_fn):
-            raise TypeError(f"rate_fn: expected a callable x -> (n,) rates, got {type(rate_fn).__name__}")
-        if _is_pytree_model(rate_fn):
-            return cls(model=rate_fn)
-        return cls(static_fn=rate_fn)
+def _check_response(pop, r, x):
+    r = jnp.asarray(r)
+    n = pop.n_neurons(x)
+    if r.shape != (n,):
+        raise ValueError(f"r: expected shape ({n},) for this population, got {r.shape}")
+    return r
 
-    def __call__(self, x):
-        fn = self.model if self.model is not None else self.static_fn
-        out = jnp.asarray(fn(x))
+
+def _rate_encoder(cls):
+    """Frozen dataclass + pytree for a population whose field ``rates`` holds a rate model.
+
+    ``rates`` is a child when it is a pytree model and static (in the tree structure) when it
+    is a plain function; the other fields in ``cls._children`` are children, the rest static.
+    The choice is made once, at construction, and carried through flatten / unflatten."""
+    cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    others = [n for n in names if n != "rates"]
+
+    def flatten_with_keys(obj):
+        dyn = [n for n in others if n in cls._children]
+        static_rates = obj._static_rates
+        keys = ([] if static_rates else ["rates"]) + dyn
+        children = [(jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in keys]
+        aux = (static_rates, obj.rates if static_rates else None,
+               tuple((n, getattr(obj, n)) for n in others if n not in cls._children))
+        return children, aux
+
+    def flatten(obj):
+        children, aux = flatten_with_keys(obj)
+        return [c for _, c in children], aux
+
+    def unflatten(aux, children):
+        static_rates, rates, static = aux
+        obj = object.__new__(cls)
+        children = list(children)
+        object.__setattr__(obj, "_static_rates", static_rates)
+        object.__setattr__(obj, "rates", rates if static_rates else children.pop(0))
+        for n in others:
+            if n in cls._children:
+                object.__setattr__(obj, n, children.pop(0))
+        for n, v in static:
+            object.__setattr__(obj, n, v)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    return cls
+
+
+class _RatePopulation(Encoder):
+    """Shared part of the rate-model populations (Poisson, Gaussian): rates, Fisher from the
+    rate Jacobian with the noise model's weights ``fisher_weights(f)``."""
+
+    _children: tuple = ()
+
+    def __post_init__(self):
+        rates = _prepare_rates(self.rates)
+        object.__setattr__(self, "rates", rates)
+        object.__setattr__(self, "_static_rates", _is_static_rate(rates))
+
+    def replace(self, **changes):
+        """A copy with some fields replaced (``pop.replace(rates=...)``)."""
+        return dataclasses.replace(self, **changes)
+
+    def _rates_of(self, x):
+        out = jnp.asarray(self.rates(x))
         if out.ndim != 1:
             raise ValueError(
                 f"rate_fn: must return a 1-D array of rates (n,), got shape {out.shape} "
@@ -77,52 +169,26 @@ class _RateHolder:
             )
         return out
 
-
-class _Population:
-    """Shared methods; subclasses define ``rate``, ``sample``, ``log_prob`` and ``fisher_weights``."""
-
-    def n_neurons(self, x) -> int:
-        """Number of neurons (needs an example stimulus to know the shape)."""
-        return jax.eval_shape(self.rate, jnp.asarray(x, dtype=float)).shape[0]
-
-    def _check_r(self, r, x):
-        r = jnp.asarray(r)
-        n = self.n_neurons(x)
-        if r.shape != (n,):
-            raise ValueError(f"r: expected shape ({n},) for this population, got {r.shape}")
-        return r
-
-    def _rate_jacobian(self, x):
-        x = jnp.asarray(x, dtype=jnp.result_type(float))
-        return self.rate(x), jax.jacfwd(self.rate)(x), x
-
     def fisher(self, x):
         """Fisher information matrix about ``x``: shape ``x.shape + x.shape``."""
-        f, jac, x = self._rate_jacobian(x)
-        w = self.fisher_weights(f)
-        jf = jac.reshape(jac.shape[0], -1)
-        J = jf.T @ (w[:, None] * jf)
-        return J.reshape(x.shape + x.shape)
+        return rate_jacobian_fisher(self.rate, self.fisher_weights, x)
 
     def fisher_diag(self, x):
         """Diagonal of the Fisher matrix (per stimulus dimension / pixel), shape of ``x``."""
-        f, jac, _ = self._rate_jacobian(x)
-        w = self.fisher_weights(f)
-        return jnp.tensordot(w, jac**2, axes=1)
+        return rate_jacobian_fisher(self.rate, self.fisher_weights, x, diag=True)
 
-    def fisher_trace(self, x):
-        """Trace of the Fisher matrix, a scalar."""
-        return jnp.sum(self.fisher_diag(x))
+    def log_prob(self, r, x):
+        return jnp.sum(self.log_prob_each(r, x))
 
 
-@struct.dataclass
-class PoissonPopulation(_Population):
-    """Independent Poisson spike counts with rates ``rate_fn(x)`` (non-negative)."""
+@_rate_encoder
+class PoissonPopulation(_RatePopulation):
+    """Independent Poisson spike counts with rates ``rates(x)`` (non-negative)."""
 
-    rates: _RateHolder
+    rates: Any
 
     def rate(self, x):
-        f = self.rates(x)
+        f = self._rates_of(x)
         if is_concrete(f) and np.any(np.asarray(f) < 0):
             raise ValueError(
                 f"rate_fn: Poisson rates must be non-negative, got minimum {float(jnp.min(f)):.6g}"
@@ -137,21 +203,19 @@ class PoissonPopulation(_Population):
 
     def log_prob_each(self, r, x):
         """Per-neuron log-probabilities, shape (n,)."""
-        return poisson_log_pmf(self._check_r(r, x), self.rate(x))
-
-    def log_prob(self, r, x):
-        return jnp.sum(self.log_prob_each(r, x))
+        return poisson_log_pmf(_check_response(self, r, x), self.rate(x))
 
 
-@struct.dataclass
-class GaussianPopulation(_Population):
+@_rate_encoder
+class GaussianPopulation(_RatePopulation):
     """Independent Gaussian responses ``r_n = f_n(x) + sigma_n * noise`` (fixed sigma)."""
 
-    rates: _RateHolder
+    rates: Any
     sigma: Array
+    _children = ("sigma",)
 
     def rate(self, x):
-        return self.rates(x)
+        return self._rates_of(x)
 
     def fisher_weights(self, f):
         return jnp.broadcast_to(1.0 / self.sigma**2, f.shape)
@@ -162,14 +226,11 @@ class GaussianPopulation(_Population):
 
     def log_prob_each(self, r, x):
         """Per-neuron log-densities, shape (n,)."""
-        return gaussian_log_density(self._check_r(r, x), self.rate(x), self.sigma)
-
-    def log_prob(self, r, x):
-        return jnp.sum(self.log_prob_each(r, x))
+        return gaussian_log_density(_check_response(self, r, x), self.rate(x), self.sigma)
 
 
 @struct.dataclass
-class JointPopulation(_Population):
+class JointPopulation(Encoder):
     """Two populations responding independently given the stimulus; ``r = [r1, r2]``."""
 
     first: Any
@@ -181,7 +242,7 @@ class JointPopulation(_Population):
     def split(self, r, x):
         """Split a joint response into ``(r1, r2)``."""
         n1 = self.first.n_neurons(x)
-        r = self._check_r(r, x)
+        r = _check_response(self, r, x)
         return r[:n1], r[n1:]
 
     def sample(self, key, x):
@@ -200,7 +261,7 @@ class JointPopulation(_Population):
 
 
 @struct.dataclass
-class TransformedPopulation(_Population):
+class TransformedPopulation(Encoder):
     """A deterministic function of another population's response, ``r' = transform(r)``.
 
     ``transform`` maps a response (n,) to a response (n',) elementwise or jointly.
@@ -232,7 +293,7 @@ class TransformedPopulation(_Population):
                 "log_prob: this transformed population has no log_prob; pass log_prob= to "
                 "transform_response (jaxdecomp.exact does not need it)"
             )
-        return self.log_prob_fn(self._check_r(r, x), x, self.base)
+        return self.log_prob_fn(_check_response(self, r, x), x, self.base)
 
     def _require_invertible(self):
         if not self.invertible:
@@ -256,10 +317,10 @@ class TransformedPopulation(_Population):
 def poisson_population(rate_fn) -> PoissonPopulation:
     """Independent Poisson neurons with rates ``rate_fn(x) -> (n,)`` (spikes per trial).
 
-    ``rate_fn`` may be a rate model from this module (differentiable parameters) or
-    any JAX-traceable function of one stimulus.
+    ``rate_fn`` may be a rate model from this module (differentiable parameters; it is
+    ``pop.rates``) or any JAX-traceable function of one stimulus (static, no parameters).
     """
-    return PoissonPopulation(_RateHolder.wrap(rate_fn))
+    return PoissonPopulation(rate_fn)
 
 
 def gaussian_population(rate_fn, sigma) -> GaussianPopulation:
@@ -269,21 +330,21 @@ def gaussian_population(rate_fn, sigma) -> GaussianPopulation:
         if arr.ndim > 1:
             raise ValueError(f"sigma: expected a scalar or a 1-D array (n,), got shape {arr.shape}")
         check_positive("sigma", arr)
-    return GaussianPopulation(_RateHolder.wrap(rate_fn), jnp.asarray(sigma, dtype=jnp.result_type(float)))
+    return GaussianPopulation(rate_fn, jnp.asarray(sigma, dtype=jnp.result_type(float)))
 
 
 def joint_population(first, second) -> JointPopulation:
     """The population made of two populations, conditionally independent given ``x``."""
     for name, p in (("first", first), ("second", second)):
-        if not isinstance(p, _Population):
-            raise TypeError(f"{name}: expected a population, got {type(p).__name__}")
+        if not isinstance(p, Encoder):
+            raise TypeError(f"{name}: expected a population (a jaxdecomp.neurons.Encoder), got {type(p).__name__}")
     return JointPopulation(first, second)
 
 
 def transform_response(population, transform, *, invertible: bool = False, log_prob=None) -> TransformedPopulation:
     """The response ``transform(r)`` of ``population`` (data processing, re-parametrisation)."""
-    if not isinstance(population, _Population):
-        raise TypeError(f"population: expected a population, got {type(population).__name__}")
+    if not isinstance(population, Encoder):
+        raise TypeError(f"population: expected a population (a jaxdecomp.neurons.Encoder), got {type(population).__name__}")
     if not callable(transform):
         raise TypeError(f"transform: expected a callable, got {type(transform).__name__}")
     return TransformedPopulation(population, transform, invertible, log_prob)
