@@ -13,8 +13,9 @@ Preparation:
   a batch of images), :func:`batches` (one permuted epoch of device-sharded batches).
 """
 
+from jaxdecomp._checks import check_images
 from jaxdecomp.data._io import load_mnist_idx, load_npz
-from jaxdecomp.data._prep import batches, check_images, scale_to_unit
+from jaxdecomp.data._prep import batches, scale_to_unit
 from jaxdecomp.data._stimuli import dead_leaves, digits, natural_patches
 
 __all__ = [

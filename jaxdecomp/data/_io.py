@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 import zipfile
 import zlib
 
 import numpy as np
+
+from jaxdecomp._checks import check_file
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -21,17 +22,6 @@ _IDX_DTYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-
-
-def _check_path(path, name: str = "path") -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name}: expected a str or os.PathLike, got {type(path).__name__}")
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{name}: no such file: {path!r}")
-    if os.path.isdir(path):
-        raise ValueError(f"{name}: expected a file, got a directory: {path!r}")
-    return path
 
 
 def _read_maybe_gzip(path: str) -> bytes:
@@ -71,7 +61,7 @@ def load_mnist_idx(path) -> np.ndarray:
       ValueError: bad magic number, unknown type code, or truncated / oversized
         file (message gives expected and actual byte counts and the path).
     """
-    path = _check_path(path)
+    path = check_file(path)
     data = _read_maybe_gzip(path)
     if len(data) < 4:
         raise ValueError(
@@ -125,7 +115,7 @@ def load_npz(path, key: str = "x") -> np.ndarray:
       ValueError: the file is not a readable npz/npy (names the path), or ``key``
         is not in it (lists the available keys).
     """
-    path = _check_path(path)
+    path = check_file(path)
     if not isinstance(key, str):
         raise TypeError(f"key: expected a str, got {type(key).__name__}")
     # Open the file ourselves so it is closed even when numpy fails to parse it.

@@ -1,4 +1,8 @@
-"""Preparing stimulus arrays: scaling, validation, and sharded mini-batches."""
+"""Preparing stimulus arrays: scaling and sharded mini-batches.
+
+(``jaxdecomp.data.check_images``, the validation of a batch of images, lives in
+:mod:`jaxdecomp._checks`, the package's one validation module.)
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxdecomp.data._validate import check_float, check_int, check_key
-
-# Images may exceed [-1, 1] by this much (resampling / float round-off).
-RANGE_TOL = 1e-3
+from jaxdecomp._checks import check_bool, check_float, check_int, check_key
+from jaxdecomp.data._batching import Batcher, key_words, put_global
 
 
 def scale_to_unit(x, lo=None, hi=None) -> np.ndarray:
@@ -59,71 +61,6 @@ def scale_to_unit(x, lo=None, hi=None) -> np.ndarray:
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
-def check_images(x, shape=None, name: str = "x"):
-    """Validate a batch of images in [-1, 1] and return it as float32.
-
-    Args:
-      x: ``(N, *shape)`` float array; with ``shape=None``, ``(N, H, W)`` or
-        ``(N, H, W, C)``. Values must be finite and within
-        ``[-1 - 1e-3, 1 + 1e-3]``. numpy arrays stay numpy, jax arrays stay jax
-        (value checks reduce on device; only scalars come to the host). Under
-        ``jit`` (a tracer) only dtype and shape are checked.
-      shape: expected per-image shape (tuple of ints), or None.
-      name: the argument name used in error messages.
-
-    Returns:
-      ``x`` as ``float32`` (same container type as given).
-
-    Raises:
-      TypeError: non-array or non-float ``x``. ValueError: wrong rank/shape,
-      empty batch, NaN/inf, or values outside the range.
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"name: expected a str, got {type(name).__name__}")
-    is_jax = isinstance(x, jax.Array)  # includes tracers
-    if not is_jax:
-        try:
-            x = np.asarray(x)
-        except Exception as err:  # noqa: BLE001
-            raise TypeError(f"{name}: expected an array of images, got {type(x).__name__}") from err
-    dtype = x.dtype
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(
-            f"{name}: expected a float array of images in [-1, 1], got dtype {dtype} "
-            f"(map integer images with jaxdecomp.data.scale_to_unit first)"
-        )
-    if shape is not None:
-        try:
-            shape = tuple(int(s) for s in shape)
-        except TypeError as err:
-            raise TypeError(f"shape: expected a tuple of ints, got {shape!r}") from err
-        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-            raise ValueError(
-                f"{name}: expected shape (N, {', '.join(map(str, shape))}) "
-                f"(a batch of {shape} images), got {tuple(x.shape)}"
-            )
-    elif x.ndim not in (3, 4):
-        raise ValueError(
-            f"{name}: expected a batch of images of shape (N, H, W) or (N, H, W, C), "
-            f"got shape {tuple(x.shape)}"
-        )
-    if x.shape[0] == 0:
-        raise ValueError(f"{name}: expected at least one image, got shape {tuple(x.shape)}")
-    if isinstance(x, jax.core.Tracer):
-        return x.astype(jnp.float32)
-    xp = jnp if is_jax else np
-    n_bad = int(xp.sum(~xp.isfinite(x)))
-    if n_bad:
-        raise ValueError(f"{name}: expected finite values, got {n_bad} NaN/inf entries")
-    lo, hi = float(xp.min(x)), float(xp.max(x))
-    if lo < -1.0 - RANGE_TOL or hi > 1.0 + RANGE_TOL:
-        raise ValueError(
-            f"{name}: expected values in [-1, 1] (tolerance {RANGE_TOL}), got range "
-            f"[{lo:.6g}, {hi:.6g}] (use jaxdecomp.data.scale_to_unit)"
-        )
-    return x.astype(xp.float32)
-
-
 def _data_sharding() -> NamedSharding:
     mesh = Mesh(np.array(jax.devices()), ("data",))
     return NamedSharding(mesh, P("data"))
@@ -137,13 +74,18 @@ def batches(
     batch_size: int,
     shard: bool = True,
     drop_remainder: bool = True,
+    epoch: int = 0,
 ) -> Iterator[Any]:
     """One epoch of mini-batches in an order permuted by ``key``.
 
     Arguments are checked when ``batches`` is called (not at the first ``next``).
 
     Args:
-      key: PRNG key; the permutation ``jax.random.permutation(key, N)``.
+      key: PRNG key. The order is the package's one batching rule
+        (:mod:`jaxdecomp.data._batching`): a host-side permutation seeded by
+        ``(key, epoch)``, the same one :func:`jaxdecomp.diffusion.train` walks, so with
+        ``drop_remainder`` the batches of epoch ``e`` are those of training steps
+        ``e * (N // batch_size)`` onwards.
       x: ``(N, ...)`` array (numpy or jax) of stimuli.
       r: optional ``(N, ...)`` array of responses paired with ``x``.
       batch_size: examples per batch, int >= 1 and <= N; with ``shard`` a multiple
@@ -154,6 +96,7 @@ def batches(
       drop_remainder: drop the last ``N % batch_size`` examples (every batch has
         the same shape, so a jitted step compiles once). With ``False`` the last
         batch is shorter; when sharding, it must also divide over the devices.
+      epoch: which epoch's permutation to walk, an int >= 0.
 
     Yields:
       ``x_batch`` of shape ``(batch_size, ...)`` (x's dtype), or
@@ -161,14 +104,15 @@ def batches(
       Over one epoch every example appears exactly once (up to the dropped
       remainder).
 
-    Note: with several processes (multi-host), ``jax.devices()`` spans all hosts and
-    each host would have to own its slice; this helper targets single-process use.
+    Note: with several processes (multi-host), ``jax.devices()`` spans all hosts; a
+    numpy ``x`` (identical on every host) is placed with
+    ``jax.make_array_from_callback``, so each host fills its own shards.
     """
     key = check_key(key)
     batch_size = check_int("batch_size", batch_size, minimum=1)
-    for flag, val in (("shard", shard), ("drop_remainder", drop_remainder)):
-        if not isinstance(val, bool):
-            raise TypeError(f"{flag}: expected a bool, got {type(val).__name__}")
+    epoch = check_int("epoch", epoch, minimum=0)
+    shard = check_bool("shard", shard)
+    drop_remainder = check_bool("drop_remainder", drop_remainder)
 
     def as_batchable(arg, v):
         if not isinstance(v, (np.ndarray, jax.Array)):
@@ -208,15 +152,15 @@ def batches(
                 f"{n_dev} devices; use drop_remainder=True or another batch_size"
             )
         sharding = _data_sharding()
-    order = np.asarray(jax.random.permutation(key, n))
+    order = Batcher(key_words(key), n, batch_size).permutation(epoch)
     n_batches = n // batch_size if drop_remainder else -(-n // batch_size)
 
     def take(v, idx):
         if isinstance(v, jax.Array):
             b = jnp.take(v, jnp.asarray(idx), axis=0)
-        else:
-            b = v[idx]
-        return jax.device_put(b, sharding) if sharding is not None else jax.device_put(b)
+            return jax.device_put(b, sharding) if sharding is not None else jax.device_put(b)
+        b = np.asarray(v[idx])
+        return put_global(b, sharding) if sharding is not None else jax.device_put(b)
 
     def gen():
         for i in range(n_batches):

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdecomp.data._validate import check_float, check_int, check_key
+from jaxdecomp._checks import check_bool, check_float, check_int, check_key
 
 # Resize method for ``digits``: bicubic (Keys, a = -0.5) keeps strokes sharper than
 # bilinear (8 -> 16 -> 8 by block averaging correlates 0.99 with the originals against
@@ -51,8 +51,7 @@ def digits(size: int = 16, *, return_labels: bool = False):
       ``(1797,) int32`` in 0..9.
     """
     size = check_int("size", size, minimum=8)
-    if not isinstance(return_labels, bool):
-        raise TypeError(f"return_labels: expected a bool, got {type(return_labels).__name__}")
+    return_labels = check_bool("return_labels", return_labels)
     raw, labels = _sklearn_digits()
     x = raw / 16.0 * 2.0 - 1.0
     if size != 8:

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxdecomp._checks import check_int, check_shape
+
 __all__ = [
     "MLPDenoiser",
     "PairDenoiser",
@@ -51,27 +53,15 @@ class ResponseStats(nnx.Variable):
 
 # ----------------------------------------------------------------------------- helpers
 def _check_shape(shape) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError as err:
-        raise TypeError(f"shape: expected a tuple of positive ints, got {shape!r}") from err
-    if len(shape) == 0 or any(s < 1 for s in shape):
-        raise ValueError(f"shape: expected a non-empty tuple of positive ints, got {shape}")
-    return shape
+    return check_shape(shape)
 
 
 def _check_n_neurons(n_neurons):
-    if n_neurons is None:
-        return None
-    if isinstance(n_neurons, bool) or int(n_neurons) != n_neurons or int(n_neurons) < 1:
-        raise ValueError(f"n_neurons: expected a positive int or None, got {n_neurons!r}")
-    return int(n_neurons)
+    return None if n_neurons is None else check_int("n_neurons", n_neurons, minimum=1)
 
 
 def _check_pos_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
+    return check_int(name, value, minimum=1)
 
 
 def _fourier_frequencies(n_fourier: int) -> np.ndarray:

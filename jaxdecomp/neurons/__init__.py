@@ -1,9 +1,11 @@
 """Neuron models ``p(r | x)``: rate models (tuning curves) and noise models.
 
-A population is a pytree with ``rate``, ``sample``, ``log_prob`` and ``fisher``
-for one stimulus; see :mod:`jaxdecomp.neurons._populations`.
+A population is a pytree subclassing the public abstract :class:`Encoder`, with ``rate``,
+``sample``, ``log_prob``, ``fisher_diag`` and ``fisher`` for one stimulus; see
+:mod:`jaxdecomp.neurons._populations`. Write your own encoder by subclassing :class:`Encoder`.
 
-Image encoders (one image ``x: (H, W)`` in [-1, 1]; see :mod:`jaxdecomp.neurons._images`):
+Image encoders (one image ``x: (H, W)`` in [-1, 1]; private modules ``_geometry``,
+``_lnp``, ``_gabor``, ``_retina``, ``_registry``):
 ``lnp_population`` (the paper's 7x7 Gaussian-RF LNP grid), ``gabor_population``
 (simple / energy-model complex cells), ``cnn_retina_population`` (conv core +
 mask x feature readout; ``save_retina_params`` / ``load_retina_params``),
@@ -11,25 +13,12 @@ mask x feature readout; ``save_retina_params`` / ``load_retina_params``),
 ``image_population(name, shape, **kw)`` over ``IMAGE_MODELS``.
 """
 
-from jaxdecomp.neurons._images import (
-    IMAGE_MODELS,
-    CNNRetina,
-    GaborRates,
-    LinearImageRates,
-    LNPRates,
-    cnn_retina_population,
-    gabor_filters,
-    gabor_population,
-    gaussian_rf_weights,
-    image_population,
-    lattice_centers,
-    linear_gaussian_population,
-    lnp_population,
-    load_retina_params,
-    pixel_coordinates,
-    resolution_scale,
-    save_retina_params,
-)
+from jaxdecomp._interfaces import Encoder
+from jaxdecomp.neurons._gabor import GaborRates, gabor_filters, gabor_population
+from jaxdecomp.neurons._geometry import gaussian_rf_weights, lattice_centers, pixel_coordinates, resolution_scale
+from jaxdecomp.neurons._lnp import LinearImageRates, LNPRates, linear_gaussian_population, lnp_population
+from jaxdecomp.neurons._registry import IMAGE_MODELS, image_population
+from jaxdecomp.neurons._retina import CNNRetina, cnn_retina_population, load_retina_params, save_retina_params
 from jaxdecomp.neurons._populations import (
     GaussianPopulation,
     JointPopulation,
@@ -51,8 +40,10 @@ from jaxdecomp.neurons._rates import (
     sigmoids,
     von_mises,
 )
+from jaxdecomp.neurons._simulate import simulate_responses
 
 __all__ = [
+    "Encoder",
     "IMAGE_MODELS",
     "CNNRetina",
     "GaborRates",
@@ -85,6 +76,7 @@ __all__ = [
     "linear",
     "poisson_population",
     "sigmoids",
+    "simulate_responses",
     "transform_response",
     "von_mises",
 ]
