@@ -12,6 +12,11 @@ the orthogonal form is inflated by the networks' errors. Where the truth is know
 (``experiments/completeness_truth.py``: digit-fitted Gaussian mixture, linear-Gaussian neurons)
 the gap form erred by -16.6% / +4.0% and the orthogonal one by +27.6% / +7.2%, for a network
 trained like the demo's / on 320,000 pairs.
+
+``jaxdecomp train`` writes one model directory, ``OUT/denoiser`` (:func:`jaxdecomp.diffusion.save_model`:
+architecture, weights, digests and the neuron model it was trained with), which is all
+``jaxdecomp decompose --model OUT`` needs. This module only parses arguments, logs and calls
+the library; nothing in the library or the experiments imports it.
 """
 
 from __future__ import annotations
@@ -39,96 +44,6 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def denoiser_spec(shape, n_neurons: int, channels=(32, 64), kind: str = "unet") -> dict:
-    """A JSON-able description from which :func:`build_denoiser` rebuilds the network."""
-    return dict(kind=kind, shape=[int(s) for s in shape], n_neurons=int(n_neurons), channels=[int(c) for c in channels])
-
-
-def build_denoiser(spec: dict, seed: int = 0):
-    """The NNX network described by ``spec`` (see :func:`denoiser_spec`), freshly initialised."""
-    from flax import nnx
-
-    from jaxdecomp.diffusion import MLPDenoiser, UNetDenoiser
-
-    if spec["kind"] == "unet":
-        return UNetDenoiser(tuple(spec["shape"]), n_neurons=spec["n_neurons"], channels=tuple(spec["channels"]),
-                            rngs=nnx.Rngs(seed))
-    if spec["kind"] == "mlp":
-        return MLPDenoiser(tuple(spec["shape"]), n_neurons=spec["n_neurons"], rngs=nnx.Rngs(seed))
-    raise ValueError(f"denoiser kind: expected 'unet' or 'mlp', got {spec['kind']!r}")
-
-
-def simulate_responses(key, population, x, copies: int = 1):
-    """``copies`` independent responses to every stimulus: (x repeated, r), both ``(copies * N, ...)``."""
-    import jax
-
-    xs = np.concatenate([x] * copies)
-    keys = jax.random.split(key, xs.shape[0])
-    r = jax.jit(jax.vmap(population.sample))(keys, xs)
-    return xs, np.asarray(r, dtype=np.float32)
-
-
-NETWORK_LOG_SNR = (-10.0, 8.0)
-
-
-def network_levels(n_levels: int):
-    """Gauss-Legendre log-SNR levels for trained networks: ``[-10, 8]`` plus tails.
-
-    The finest level is 8, not the analytic default 14: a briefly trained network's error at tiny
-    noise inflates the orthogonal integrand (BENCHMARKS.md, "finest level" probe: on LNP digits the
-    held-out MI forms 27.1 / 12.8 nats at 14 come to 13.3 / 10.4 at 8). Above 8, I_local adds the
-    exact Fisher tail ``1/2 g J_ii(x)`` and the population MI extrapolates its last node.
-    """
-    from jaxdecomp.diffusion import schedules
-
-    return schedules.levels("gauss_legendre", *NETWORK_LOG_SNR, n_levels)
-
-
-def pixel_maps(key, denoiser, population, x, *, n_levels=32, n_samples=16, n_steps=16,
-               response_sampler="posterior_sample"):
-    """I_local and Fisher pixel maps of a batch of images ``x (B, H, W)``; returns a dict of numpy arrays.
-
-    Levels: :func:`network_levels` (``n_levels`` nodes). Reverse diffusion for ``posterior_sample``
-    runs ``n_steps`` steps.
-    """
-    import jax
-
-    from jaxdecomp import estimate
-
-    lv = network_levels(n_levels)
-    res = estimate.ilocal(key, denoiser, population, x, levels=lv, n_samples=n_samples, n_steps=n_steps,
-                          response_sampler=response_sampler, chunk=2048)
-    fisher = jax.jit(jax.vmap(population.fisher_diag))(x)
-    return dict(ilocal=np.asarray(res.map), ilocal_total=np.asarray(res.total), ilocal_se=np.asarray(res.stderr),
-                fisher=np.asarray(fisher))
-
-
-def map_figure(images, maps: dict, titles=None, signed: bool = False):
-    """Rows: the images, then one row per map (e.g. Fisher, I_local); one column per image.
-
-    ``signed``: the maps are changes (any sign); draw them with a diverging colour map whose
-    scale is symmetric about 0 in each panel."""
-    from jaxdecomp.plotting import plt
-
-    n = images.shape[0]
-    rows = 1 + len(maps)
-    fig, axes = plt.subplots(rows, n, figsize=(1.7 * n, 1.8 * rows), squeeze=False)
-    for j in range(n):
-        axes[0, j].imshow(images[j], cmap="gray", vmin=-1, vmax=1)
-        if titles is not None:
-            axes[0, j].set_title(titles[j], fontsize=8)
-        for i, (name, m) in enumerate(maps.items(), start=1):
-            lim = float(np.max(np.abs(m[j]))) if signed else None
-            axes[i, j].imshow(m[j], cmap="RdBu_r" if signed else "magma", vmin=None if lim is None else -lim, vmax=lim)
-            if j == 0:
-                axes[i, j].set_ylabel(name, fontsize=9)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return fig
-
-
 def _write(out: Path, fig, results: dict) -> None:
     from jaxdecomp.plotting import plt, to_jsonable
 
@@ -144,7 +59,9 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     import jax
 
     from jaxdecomp import data, estimate, neurons
-    from jaxdecomp.diffusion import TrainConfig, train
+    from jaxdecomp.diffusion import TrainConfig, build_denoiser, denoiser_spec, train
+    from jaxdecomp.diffusion.schedules import network_levels
+    from jaxdecomp.plotting import map_figure
 
     cfg = dict(DEMO_SETTINGS[bool(quick)])
     if steps is not None:
@@ -161,7 +78,7 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     x_test, x_train = x[perm[:n_test]], x[perm[n_test:]]
     _log(f"jaxdecomp demo: {x.shape[0]} bundled digits at {size}x{size}, 49 LNP Poisson neurons "
          f"({'quick' if quick else 'default'} settings)")
-    xs, rs = simulate_responses(k_resp, pop, x_train, cfg["copies"])
+    xs, rs = neurons.simulate_responses(k_resp, pop, x_train, cfg["copies"])
     net = build_denoiser(denoiser_spec((size, size), 49, cfg["channels"]), seed)
     _log(f"training a UNet denoiser (channels {cfg['channels']}) for {cfg['steps']} steps on {xs.shape[0]} pairs")
     t0 = time.perf_counter()
@@ -172,7 +89,7 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     model = res.model
     # population MI on held-out pairs the network never saw
     x_mi = x_test[: cfg["n_mi"]]
-    _, r_mi = simulate_responses(jax.random.fold_in(k_resp, 1), pop, x_mi)
+    _, r_mi = neurons.simulate_responses(jax.random.fold_in(k_resp, 1), pop, x_mi)
     lv = network_levels(cfg["n_levels"])
     _log("population MI on held-out pairs")
     mi_o = estimate.mutual_information(k_mi, model, x_mi, r_mi, levels=lv, n_noise=cfg["n_noise"])
@@ -181,8 +98,8 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
          f"{float(mi_g.value):.3f} ± {float(mi_g.stderr):.3f} (gap)")
     _log(f"I_local and Fisher maps for {cfg['n_complete']} test digits")
     t0 = time.perf_counter()
-    maps = pixel_maps(k_maps, model, pop, x_test[: cfg["n_complete"]], n_levels=cfg["n_levels"],
-                      n_samples=cfg["n_samples"], n_steps=cfg["n_steps"])
+    maps = estimate.pixel_maps(k_maps, model, pop, x_test[: cfg["n_complete"]], n_levels=cfg["n_levels"],
+                               n_samples=cfg["n_samples"], n_steps=cfg["n_steps"])
     t_maps = time.perf_counter() - t0
     tot = maps["ilocal_total"]
     mean_il, se_il = float(tot.mean()), float(tot.std(ddof=1) / np.sqrt(len(tot)))
@@ -226,11 +143,15 @@ def _load_stimuli(path, key: str):
 
 def run_train(data_path, out, *, neurons_name: str = "lnp", x_key: str = "x", r_key: str | None = None,
               steps: int = 4000, batch: int = 64, channels=(32, 64), seed: int = 0, copies: int = 4) -> Path:
-    """Train a denoiser on the user's images; responses from ``r_key`` in the file or simulated."""
+    """Train a denoiser on the user's images; responses from ``r_key`` in the file or simulated.
+
+    Writes ``out/denoiser`` (a model directory of :func:`jaxdecomp.diffusion.save_model`, whose
+    metadata records the neuron model) and ``out/checkpoints``. Returns ``out``.
+    """
     import jax
 
     from jaxdecomp import data, neurons
-    from jaxdecomp.diffusion import TrainConfig, save_model, train
+    from jaxdecomp.diffusion import TrainConfig, build_denoiser, denoiser_spec, save_model, train
 
     x = _load_stimuli(data_path, x_key)
     shape = tuple(x.shape[1:])
@@ -242,41 +163,65 @@ def run_train(data_path, out, *, neurons_name: str = "lnp", x_key: str = "x", r_
         xs, rs, source = x, r, f"file key {r_key!r}"
     else:
         pop = neurons.image_population(neurons_name, shape)
-        xs, rs = simulate_responses(jax.random.PRNGKey(seed + 1), pop, x, copies)
+        xs, rs = neurons.simulate_responses(jax.random.PRNGKey(seed + 1), pop, x, copies)
         source = f"simulated from neuron model {neurons_name!r} ({copies} draws per image)"
-    spec = denoiser_spec(shape, rs.shape[1], channels)
-    net = build_denoiser(spec, seed)
+    net = build_denoiser(denoiser_spec(shape, rs.shape[1], channels), seed)
     _log(f"training on {xs.shape[0]} pairs ({source}); checkpoints in {out / 'checkpoints'}")
     res = train(net, xs, rs, TrainConfig(steps=steps, batch_size=batch), checkpoint_dir=out / "checkpoints",
                 key=jax.random.PRNGKey(seed))
-    save_model(out / "denoiser", res.model, overwrite=True)
-    (out / "denoiser.json").write_text(json.dumps(dict(spec, neurons=neurons_name if r_key is None else None,
-                                                       trained_steps=res.step)))
-    _log(f"saved the trained denoiser to {out / 'denoiser'}")
+    meta = dict(neurons=neurons_name if r_key is None else None, responses=source, trained_steps=int(res.step),
+                data=str(data_path), x_key=x_key)
+    path = save_model(out / "denoiser", res.model, overwrite=True, metadata=meta)
+    _log(f"saved the trained denoiser to {path}")
     return out
 
 
-def run_decompose(data_path, model_dir, out, *, neurons_name: str = "lnp", x_key: str = "x", n_images: int = 8,
-                  seed: int = 0, n_levels: int = 32, n_samples: int = 16, n_steps: int = 16) -> dict:
-    """I_local and Fisher pixel maps of the first ``n_images`` images with a trained denoiser."""
+def _model_path(model_dir) -> Path:
+    """The model directory: ``model_dir`` itself or its ``denoiser/`` (what ``jaxdecomp train`` writes)."""
+    model_dir = Path(model_dir)
+    for cand in (model_dir / "denoiser", model_dir):
+        if (cand / "model.json").is_file():
+            return cand
+    raise FileNotFoundError(f"--model: no saved denoiser in '{model_dir}' (expected '{model_dir / 'denoiser'}' "
+                            f"with a model.json, written by `jaxdecomp train`)")
+
+
+def run_decompose(data_path, model_dir, out, *, neurons_name: str | None = None, x_key: str = "x",
+                  n_images: int = 8, seed: int = 0, n_levels: int = 32, n_samples: int = 16,
+                  n_steps: int = 16) -> dict:
+    """I_local and Fisher pixel maps of the first ``n_images`` images with a trained denoiser.
+
+    ``neurons_name``: the neuron model of the responses; ``None`` takes the one the denoiser was
+    trained with (recorded by ``jaxdecomp train``), else ``"lnp"``.
+    """
     import jax
 
-    from jaxdecomp import neurons
-    from jaxdecomp.diffusion import load_model
+    from jaxdecomp import estimate, neurons
+    from jaxdecomp.diffusion import load_model, model_info
+    from jaxdecomp.plotting import map_figure
 
-    model_dir = Path(model_dir)
-    spec_path = model_dir / "denoiser.json"
-    if not spec_path.exists():
-        raise FileNotFoundError(f"model_dir: no denoiser.json in {model_dir} (train one with `jaxdecomp train`)")
-    spec = json.loads(spec_path.read_text())
+    if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
+        raise ValueError(f"--n-images: expected a positive int, got {n_images!r}")
+    path = _model_path(model_dir)
+    info = model_info(path)
+    trained_with = (info.get("metadata") or {}).get("neurons")
+    if neurons_name is None:
+        neurons_name = trained_with or "lnp"
+    elif trained_with is not None and neurons_name != trained_with:
+        _log(f"warning: --neurons {neurons_name!r} differs from the neuron model the denoiser was trained with "
+             f"({trained_with!r})")
     x = _load_stimuli(data_path, x_key)[:n_images]
-    if list(x.shape[1:]) != spec["shape"]:
-        raise ValueError(f"{data_path}: images of shape {tuple(x.shape[1:])} but the denoiser was trained on "
-                         f"{tuple(spec['shape'])}")
+    model = load_model(path)
+    if tuple(x.shape[1:]) != tuple(model.shape):
+        raise ValueError(f"--data: images of shape {tuple(x.shape[1:])} but the denoiser was trained on "
+                         f"{tuple(model.shape)}")
     pop = neurons.image_population(neurons_name, tuple(x.shape[1:]))
-    model = load_model(model_dir / "denoiser", build_denoiser(spec, seed))
-    maps = pixel_maps(jax.random.PRNGKey(seed), model, pop, x, n_levels=n_levels, n_samples=n_samples,
-                      n_steps=n_steps)
+    n_pop = int(jax.eval_shape(pop.sample, jax.random.PRNGKey(0), x[0]).shape[-1])
+    if n_pop != model.n_neurons:
+        raise ValueError(f"--neurons: neuron model {neurons_name!r} has {n_pop} neurons but the denoiser was "
+                         f"trained on responses of {model.n_neurons}")
+    maps = estimate.pixel_maps(jax.random.PRNGKey(seed), model, pop, x, n_levels=n_levels, n_samples=n_samples,
+                               n_steps=n_steps)
     fig = map_figure(x, {"Fisher J_ii(x)": maps["fisher"], "I_local": maps["ilocal"]},
                      titles=[f"I={t:.2f}" for t in maps["ilocal_total"]])
     results = dict(data=str(data_path), model_dir=str(model_dir), neurons=neurons_name, **maps)
@@ -322,7 +267,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--model", required=True, help="folder written by `jaxdecomp train`")
     c.add_argument("--out", required=True, help="output folder")
     c.add_argument("--x-key", default="x")
-    c.add_argument("--neurons", default="lnp", choices=IMAGE_MODELS, help="the neuron model of the responses")
+    c.add_argument("--neurons", default=None, choices=IMAGE_MODELS,
+                   help="the neuron model of the responses (default: the one the denoiser was trained with)")
     c.add_argument("--n-images", type=int, default=8)
     c.add_argument("--seed", type=int, default=0)
     return p
@@ -339,7 +285,7 @@ def main(argv=None) -> int:
         else:
             run_decompose(args.data, args.model, args.out, neurons_name=args.neurons, x_key=args.x_key,
                           n_images=args.n_images, seed=args.seed)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         print(f"jaxdecomp {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

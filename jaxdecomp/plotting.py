@@ -48,6 +48,42 @@ def measure_panels(x, conditions: dict, measures=MEASURES, *, axes=None, styles=
     return axes
 
 
+def map_figure(images, maps: dict, titles=None, signed: bool = False):
+    """Rows: the images, then one row per map (e.g. Fisher, I_local); one column per image.
+
+    images: ``(n, H, W)`` in [-1, 1]. maps: ``{row label: (n, H, W) array}``. titles: ``n``
+    column titles or None. ``signed``: the maps are changes (any sign); draw them with a
+    diverging colour map whose scale is symmetric about 0 in each panel. Returns the figure.
+    """
+    images = np.asarray(images)
+    if images.ndim not in (3, 4) or images.shape[0] < 1:
+        raise ValueError(f"images: expected shape (n, H, W) or (n, H, W, C) with n >= 1, got {images.shape}")
+    n = images.shape[0]
+    if not isinstance(maps, dict):
+        raise TypeError(f"maps: expected a dict {{label: (n, H, W) array}}, got {type(maps).__name__}")
+    for name, m in maps.items():
+        if np.shape(m)[:1] != (n,):
+            raise ValueError(f"maps[{name!r}]: expected {n} maps (one per image), got shape {np.shape(m)}")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles: expected {n} titles (one per image), got {len(titles)}")
+    rows = 1 + len(maps)
+    fig, axes = plt.subplots(rows, n, figsize=(1.7 * n, 1.8 * rows), squeeze=False)
+    for j in range(n):
+        axes[0, j].imshow(images[j], cmap="gray", vmin=-1, vmax=1)
+        if titles is not None:
+            axes[0, j].set_title(titles[j], fontsize=8)
+        for i, (name, m) in enumerate(maps.items(), start=1):
+            lim = float(np.max(np.abs(m[j]))) if signed else None
+            axes[i, j].imshow(m[j], cmap="RdBu_r" if signed else "magma", vmin=None if lim is None else -lim, vmax=lim)
+            if j == 0:
+                axes[i, j].set_ylabel(name, fontsize=9)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
 def to_jsonable(obj):
     """numpy arrays and scalars -> lists and floats, recursively."""
     if isinstance(obj, dict):

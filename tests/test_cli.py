@@ -3,11 +3,12 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from jaxdecomp import cli
+from jaxdecomp import cli, diffusion, estimate
 
 
 def test_help_lists_commands_and_models():
@@ -36,7 +37,63 @@ def test_bad_files_give_clear_errors(tmp_path, capsys):
     np.savez(tmp_path / "ok.npz", x=np.zeros((4, 8, 8), np.float32))
     assert cli.main(["decompose", "--data", str(tmp_path / "ok.npz"), "--model", str(tmp_path),
                      "--out", str(tmp_path / "o")]) == 2
-    assert "denoiser.json" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--model" in err and "model.json" in err and "jaxdecomp train" in err
+
+
+def _fake_train(net, x, r, config, **kw):
+    """Stands in for diffusion.train (whose compile takes a minute on CPU): no updates."""
+    diffusion.fit_response_scaling(net, r)
+    return SimpleNamespace(model=net, step=config.steps, losses=np.zeros((1, 2)))
+
+
+def _fake_maps(key, denoiser, population, x, **kw):
+    z = np.zeros(x.shape, np.float32)
+    return dict(ilocal=z, ilocal_total=np.zeros(len(x)), ilocal_se=np.zeros(len(x)), fisher=z)
+
+
+def _train_and_decompose(tmp_path, capsys, n_levels=32, n_samples=16, n_steps=16):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "imgs.npz", x=rng.uniform(-1, 1, (6, 8, 8)).astype(np.float32),
+             y=rng.uniform(-1, 1, (2, 4, 4)).astype(np.float32))
+    cli.run_train(tmp_path / "imgs.npz", tmp_path / "run", neurons_name="gabor", steps=3, batch=4, channels=(4,),
+                  copies=1)
+    info = diffusion.model_info(tmp_path / "run" / "denoiser")
+    assert info["metadata"]["neurons"] == "gabor" and info["metadata"]["trained_steps"] == 3
+    assert info["spec"]["kind"] == "unet" and info["spec"]["shape"] == [8, 8] and info["spec"]["channels"] == [4]
+    # one model directory (besides the training checkpoints), nothing beside it
+    assert {p.name for p in (tmp_path / "run").iterdir()} - {"checkpoints"} == {"denoiser"}
+    # decompose rebuilds the network from the model directory alone, with the neuron model it was trained on
+    res = cli.run_decompose(tmp_path / "imgs.npz", tmp_path / "run", tmp_path / "maps", n_images=2,
+                            n_levels=n_levels, n_samples=n_samples, n_steps=n_steps)
+    assert res["neurons"] == "gabor" and res["ilocal"].shape == (2, 8, 8) and np.all(np.isfinite(res["ilocal"]))
+    assert (tmp_path / "maps" / "maps.npz").exists() and (tmp_path / "maps" / "figure.png").exists()
+    # the model folder itself is accepted too; wrong image size, wrong neuron count and corrupt weights
+    # are clear errors naming the flag
+    assert cli.main(["decompose", "--data", str(tmp_path / "imgs.npz"), "--x-key", "y",
+                     "--model", str(tmp_path / "run" / "denoiser"), "--out", str(tmp_path / "o")]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert cli.main(["decompose", "--data", str(tmp_path / "imgs.npz"), "--neurons", "lnp",
+                     "--model", str(tmp_path / "run"), "--out", str(tmp_path / "o")]) == 2
+    assert "--neurons" in capsys.readouterr().err
+    weights = sorted((f for f in (tmp_path / "run" / "denoiser" / "weights").rglob("*") if f.is_file()),
+                     key=lambda f: f.stat().st_size)[-1]
+    weights.write_bytes(weights.read_bytes()[:-7])
+    assert cli.main(["decompose", "--data", str(tmp_path / "imgs.npz"), "--model", str(tmp_path / "run"),
+                     "--out", str(tmp_path / "o")]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_train_then_decompose_wiring(tmp_path, capsys, monkeypatch):
+    """run_train saves one model directory (architecture, weights, neuron model); decompose needs only it."""
+    monkeypatch.setattr(diffusion, "train", _fake_train)
+    monkeypatch.setattr(estimate, "pixel_maps", _fake_maps)
+    _train_and_decompose(tmp_path, capsys)
+
+
+@pytest.mark.slow
+def test_train_then_decompose_for_real(tmp_path, capsys):
+    _train_and_decompose(tmp_path, capsys, n_levels=2, n_samples=2, n_steps=1)
 
 
 def test_quick_demo_end_to_end(tmp_path):

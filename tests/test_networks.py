@@ -237,3 +237,181 @@ def test_response_scaling():
     net.r_shift[...] = net.r_shift[...] + 2.0
     np.testing.assert_allclose(_apply(net, z, a, rr + 2.0), before, rtol=1e-5, atol=1e-5)
     assert np.max(np.abs(_apply(net, z, a, rr) - before)) > 1e-4
+
+
+# ----------------------------------------------------------------------------- specs and model files
+from jaxdecomp.diffusion import (  # noqa: E402
+    build_denoiser,
+    denoiser_spec,
+    load_model,
+    model_info,
+    model_spec,
+    save_model,
+)
+from jaxdecomp.diffusion.checkpoint import Checkpointer  # noqa: E402
+
+
+def _same_variables(a, b):
+    la, lb = jax.tree_util.tree_leaves_with_path(nnx.state(a)), jax.tree_util.tree_leaves_with_path(nnx.state(b))
+    return [(jax.tree_util.keystr(k), v.shape, v.dtype) for k, v in la] == \
+        [(jax.tree_util.keystr(k), v.shape, v.dtype) for k, v in lb]
+
+
+def test_denoiser_spec_builds_and_model_spec_round_trips():
+    spec = denoiser_spec((8, 8), 3, (4, 8))
+    assert spec == dict(kind="unet", shape=[8, 8], n_neurons=3, channels=[4, 8])
+    net = nnx.eval_shape(lambda: build_denoiser(spec, seed=0))     # abstract: no eager initialisers on CPU
+    assert isinstance(net, UNetDenoiser) and net.shape == (8, 8) and net.n_neurons == 3
+    assert _same_variables(net, nnx.eval_shape(lambda: UNetDenoiser((8, 8), n_neurons=3, channels=(4, 8),
+                                                                    rngs=nnx.Rngs(0))))
+    assert isinstance(nnx.eval_shape(lambda: build_denoiser(denoiser_spec((5,), None, kind="mlp"))), MLPDenoiser)
+    # the full spec read off a network rebuilds its architecture, including non-default settings
+    nets = [nnx.eval_shape(f) for f in (
+        lambda: UNetDenoiser((8, 12), n_neurons=2, channels=(6, 8), n_res=2, groups=8, emb_dim=8, n_fourier=3,
+                             dtype=jnp.bfloat16, rngs=nnx.Rngs(0)),
+        lambda: MLPDenoiser((4, 2), n_neurons=None, hidden=16, depth=3, emb_dim=8, n_fourier=4, rngs=nnx.Rngs(0)),
+        lambda: MLPDenoiser((4, 2), n_neurons=2, hidden=8, depth=1, rngs=nnx.Rngs(1)))]
+    nets.append(PairDenoiser(nets[1], nets[2]))
+    for net in nets:
+        spec = model_spec(net)
+        rebuilt = nnx.eval_shape(lambda: build_denoiser(spec))
+        assert type(rebuilt) is type(net) and _same_variables(rebuilt, net)
+    assert model_spec(nets[0])["groups"] == 8 and model_spec(nets[0])["dtype"] == "bfloat16"
+
+
+def test_build_denoiser_bad_spec_names_the_argument():
+    with pytest.raises(TypeError, match="spec"):
+        build_denoiser([("kind", "unet")])
+    with pytest.raises(ValueError, match="kind"):
+        build_denoiser(dict(kind="transformer", shape=[8, 8]))
+    with pytest.raises(ValueError, match="shape"):
+        build_denoiser(dict(kind="unet", n_neurons=3))
+    with pytest.raises(ValueError, match="unknown keys.*chanels"):
+        build_denoiser(dict(kind="unet", shape=[8, 8], chanels=[4]))
+    with pytest.raises(ValueError, match="dtype"):
+        build_denoiser(dict(kind="mlp", shape=[3], dtype="float33"))
+    with pytest.raises(ValueError, match="kind"):
+        denoiser_spec((8, 8), 3, kind="cnn")
+    with pytest.raises(TypeError, match="model"):
+        model_spec(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+
+
+@pytest.mark.parametrize("kind", ["unet", "pair"])
+def test_save_load_round_trip_without_template(tmp_path, kind):
+    if kind == "unet":
+        net, shape = _unet((8, 8)), (8, 8)
+        net.r_shift[...] = jnp.array([0.5, -1.0, 2.0])
+    else:
+        net, shape = PairDenoiser(_mlp((5,), n_neurons=None), _mlp((5,))), (5,)
+    path = save_model(tmp_path / "m", net, metadata=dict(neurons="lnp", trained_steps=7))
+    assert sorted(p.name for p in path.iterdir()) == ["model.json", "weights"]
+    info = model_info(path)
+    assert info["metadata"] == dict(neurons="lnp", trained_steps=7) and info["spec"] == model_spec(net)
+    loaded = load_model(path)
+    assert type(loaded) is type(net)
+    z, a, r = _inputs(shape)
+    for rr in (r, None) if kind == "pair" else (r,):      # one UNet compile is enough
+        np.testing.assert_array_equal(np.asarray(_apply(loaded, z, a, rr)), np.asarray(_apply(net, z, a, rr)))
+    # a template is still accepted
+    np.testing.assert_array_equal(np.asarray(_apply(load_model(path, nnx.eval_shape(lambda: net)), z, a, r)),
+                                  np.asarray(_apply(net, z, a, r)))
+    # overwrite replaces a saved model in place
+    with pytest.raises(FileExistsError, match="path"):
+        save_model(path, net)
+    save_model(path, net, overwrite=True, metadata=dict(trained_steps=8))
+    assert model_info(path)["metadata"] == dict(trained_steps=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]      # no temporary directories left
+
+
+def _weight_files(path):
+    return sorted((f for f in (path / "weights").rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+
+
+def test_corrupt_model_files_give_clear_errors(tmp_path):
+    net = _mlp((5,))
+    for name in ("flip", "trunc", "gone", "json", "digest"):
+        save_model(tmp_path / name, net)
+    big = _weight_files(tmp_path / "flip")[-1]
+    data = bytearray(big.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    big.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"path: saved model at .*flip.* is corrupt: weight file 'weights/"):
+        load_model(tmp_path / "flip")
+    big = _weight_files(tmp_path / "trunc")[-1]
+    big.write_bytes(big.read_bytes()[:10])
+    with pytest.raises(ValueError, match="corrupt.*truncated or altered"):
+        load_model(tmp_path / "trunc")
+    _weight_files(tmp_path / "gone")[-1].unlink()
+    with pytest.raises(ValueError, match="incomplete.*missing"):
+        load_model(tmp_path / "gone")
+    js = tmp_path / "json" / "model.json"
+    js.write_text(js.read_text()[:40])
+    with pytest.raises(ValueError, match="model.json.* corrupt or truncated"):
+        load_model(tmp_path / "json")
+    js = tmp_path / "digest" / "model.json"
+    js.write_text(js.read_text().replace(model_info(tmp_path / "digest")["digest"], "0" * 64))
+    with pytest.raises(ValueError, match="do not match the digest"):
+        load_model(tmp_path / "digest")
+
+
+def test_wrong_kind_of_directory_gives_clear_errors(tmp_path):
+    net = _mlp((5,))
+    with pytest.raises(FileNotFoundError, match="path"):
+        load_model(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a model saved by save_model"):
+        load_model(tmp_path / "empty")
+    with Checkpointer(tmp_path / "ckpt") as c:
+        c.save(3, {"w": np.arange(3.0)})
+    with pytest.raises(ValueError, match="training checkpoint directory"):
+        load_model(tmp_path / "ckpt")
+    (tmp_path / "file").write_text("hello")
+    with pytest.raises(ValueError, match="is a file"):
+        load_model(tmp_path / "file")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "model.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a jaxdecomp model"):
+        load_model(tmp_path / "foreign")
+    # a directory holding other files is never replaced, even with overwrite=True
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a saved model"):
+        save_model(tmp_path / "mine", net, overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    # a template of another architecture is refused clearly
+    save_model(tmp_path / "m", net)
+    with pytest.raises(ValueError, match="model_template: does not match"):
+        load_model(tmp_path / "m", _mlp((6,)))
+
+
+def test_save_model_bad_arguments(tmp_path):
+    net = _mlp((5,))
+    with pytest.raises(TypeError, match="model"):
+        save_model(tmp_path / "a", {"w": 1})
+    with pytest.raises(ValueError, match="spec"):
+        save_model(tmp_path / "b", net, spec=denoiser_spec((6,), 3, kind="mlp"))
+    with pytest.raises(TypeError, match="metadata"):
+        save_model(tmp_path / "c", net, metadata=dict(x=object()))
+    # a module the package cannot describe saves without a spec; loading it needs a template
+    lin = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    save_model(tmp_path / "lin", lin)
+    assert model_info(tmp_path / "lin")["spec"] is None
+    with pytest.raises(ValueError, match="model_template"):
+        load_model(tmp_path / "lin")
+    back = load_model(tmp_path / "lin", nnx.Linear(2, 3, rngs=nnx.Rngs(1)))
+    np.testing.assert_array_equal(np.asarray(back.kernel[...]), np.asarray(lin.kernel[...]))
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_legacy_weights_only_directory_loads_with_template(tmp_path):
+    import orbax.checkpoint as ocp
+
+    net = _mlp((5,))
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save((tmp_path / "old").absolute(), nnx.state(net))
+        ckptr.wait_until_finished()
+    loaded = load_model(tmp_path / "old", nnx.eval_shape(lambda: _mlp((5,))))
+    z, a, r = _inputs((5,))
+    np.testing.assert_array_equal(np.asarray(_apply(loaded, z, a, r)), np.asarray(_apply(net, z, a, r)))
+    with pytest.raises(ValueError, match="not a model saved by save_model"):
+        load_model(tmp_path / "old")

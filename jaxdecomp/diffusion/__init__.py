@@ -15,10 +15,25 @@ from jaxdecomp.diffusion.analytic import (
     gmm_denoiser,
     grid_denoiser,
 )
-from jaxdecomp.diffusion.checkpoint import load_model, save_model
+from jaxdecomp.diffusion.checkpoint import load_model, model_info, save_model
+from jaxdecomp.diffusion.models import build_denoiser, denoiser_spec, model_spec
 from jaxdecomp.diffusion.networks import MLPDenoiser, PairDenoiser, UNetDenoiser, fit_response_scaling
 from jaxdecomp.diffusion.sampling import reverse_diffusion
-from jaxdecomp.diffusion.training import TrainConfig, TrainResult, train
+from jaxdecomp.diffusion.training import (
+    TrainConfig,
+    TrainResult,
+    TrainState,
+    batch_indices,
+    ensemble_member,
+    init_ensemble,
+    init_train_state,
+    log_snr_center,
+    make_optimizer,
+    make_train_step,
+    train,
+    train_ensemble,
+    trained_model,
+)
 
 __all__ = [
     "GaussianMixtureDenoiser",
@@ -27,14 +42,28 @@ __all__ = [
     "PairDenoiser",
     "TrainConfig",
     "TrainResult",
+    "TrainState",
     "UNetDenoiser",
+    "batch_indices",
+    "build_denoiser",
+    "denoiser_spec",
+    "ensemble_member",
     "fit_response_scaling",
     "gaussian_denoiser",
     "gmm_denoiser",
     "grid_denoiser",
+    "init_ensemble",
+    "init_train_state",
     "load_model",
+    "log_snr_center",
+    "make_optimizer",
+    "make_train_step",
+    "model_info",
+    "model_spec",
     "reverse_diffusion",
     "save_model",
     "schedules",
     "train",
+    "train_ensemble",
+    "trained_model",
 ]

@@ -14,6 +14,7 @@ from jaxdecomp.estimate._estimators import (
     specific_surprise,
 )
 from jaxdecomp.estimate._fit import estimate
+from jaxdecomp.estimate._maps import pixel_maps
 
 __all__ = [
     "RESPONSE_SAMPLERS",
@@ -23,5 +24,6 @@ __all__ = [
     "ilocal",
     "kong2",
     "mutual_information",
+    "pixel_maps",
     "specific_surprise",
 ]
