@@ -1,15 +1,19 @@
-"""The notebooks run top to bottom at small sizes, are stored without outputs, and match their generator.
+"""The notebooks match their jupytext sources, are stored without outputs, and run top to bottom at small sizes.
 
-Each notebook is executed with nbclient in a kernel running this interpreter (a kernelspec
-written to a temporary JUPYTER_PATH, so nothing depends on kernels installed on the machine),
-in a temporary working directory, with ``JAXDECOMP_NOTEBOOK_SMALL=1``.
+The source of each notebook is the jupytext percent-format script ``notebooks/NN_name.py``; the
+committed ``.ipynb`` (for Colab) is generated from it with
+``jupytext --to ipynb --update notebooks/[0-9][0-9]_*.py``. Each notebook is executed with nbclient
+in a kernel running this interpreter (a kernelspec written to a temporary JUPYTER_PATH, so nothing
+depends on kernels installed on the machine), in a temporary working directory, with
+``JAXDECOMP_NOTEBOOK_SMALL=1``.
 """
 
 import json
-import subprocess
+import re
 import sys
 from pathlib import Path
 
+import jupytext
 import nbclient
 import nbformat
 import pytest
@@ -17,14 +21,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
 KERNEL = "jaxdecomp-test-python"
 CELL_TIMEOUT = 600  # seconds per cell; small mode takes under two minutes per notebook
+REGENERATE = "jupytext --to ipynb --update notebooks/[0-9][0-9]_*.py"
+# a private module (jaxdecomp._x, jaxdecomp.x._y) or the command-line module
+PRIVATE_IMPORT = re.compile(r"\bjaxdecomp(\.\w+)*\._\w+|\bjaxdecomp\.cli\b"
+                            r"|from\s+jaxdecomp(\.\w+)*\s+import\s+\(?\s*(_\w+|cli\b)")
 
 
 def test_notebooks_exist():
     names = {p.name for p in NOTEBOOKS}
-    for name in ("01_quickstart.ipynb", "02_pixel_maps.ipynb", "03_gradients.ipynb", "04_compose_in_jax.ipynb"):
-        assert name in names
+    for name in ("01_quickstart", "02_pixel_maps", "03_gradients", "04_compose_in_jax"):
+        assert f"{name}.ipynb" in names
+        assert (NOTEBOOK_DIR / f"{name}.py").is_file()
+    assert [p.stem for p in SOURCES] == [p.stem for p in NOTEBOOKS], (
+        f"every notebooks/NN_name.py needs its .ipynb and vice versa: {REGENERATE}")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -38,14 +50,25 @@ def test_notebook_is_stripped(path):
             assert cell.execution_count is None, f"{path.name}: cell {cell.get('id')} has an execution count"
 
 
-def test_notebooks_match_generator(tmp_path):
-    subprocess.run([sys.executable, str(NOTEBOOK_DIR / "build_notebooks.py"), str(tmp_path)], check=True,
-                   capture_output=True, timeout=120)
-    written = sorted(p.name for p in tmp_path.glob("*.ipynb"))
-    assert written == [p.name for p in NOTEBOOKS], "notebooks/ and build_notebooks.py list different notebooks"
-    for name in written:
-        assert (tmp_path / name).read_text() == (NOTEBOOK_DIR / name).read_text(), (
-            f"{name} differs from what notebooks/build_notebooks.py writes: edit the script and rerun it")
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_matches_source(path):
+    source = path.with_suffix(".py")
+    assert source.is_file(), f"{path.name} has no jupytext source {source.name}"
+    text = jupytext.read(source)
+    assert text.metadata["jupytext"]["text_representation"]["format_name"] == "percent", source.name
+    nb = nbformat.read(path, as_version=4)
+    want = [(c.cell_type, c.source) for c in text.cells]
+    got = [(c.cell_type, c.source) for c in nb.cells]
+    assert len(got) == len(want), f"{path.name} has {len(got)} cells, {source.name} {len(want)}: {REGENERATE}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g == w, f"{path.name} cell {i} differs from {source.name} (edit the .py, then {REGENERATE})"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_notebook_uses_public_api(path):
+    code = "\n".join(c.source for c in jupytext.read(path).cells if c.cell_type == "code")
+    bad = [m.group(0) for m in PRIVATE_IMPORT.finditer(code)]
+    assert not bad, f"{path.name} uses private modules or jaxdecomp.cli: {bad}"
 
 
 @pytest.fixture
