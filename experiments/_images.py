@@ -9,8 +9,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxdecomp.cli import build_denoiser, denoiser_spec, simulate_responses
-from jaxdecomp.diffusion import TrainConfig, train
+from jaxdecomp.diffusion import TrainConfig, build_denoiser, denoiser_spec, train
+from jaxdecomp.neurons import simulate_responses
 
 
 def train_on(key, population, x_train, *, channels, steps: int, batch: int = 64, copies: int = 2,
@@ -46,10 +46,10 @@ def rf_region(shape, centers, radius: float) -> np.ndarray:
 
 
 def maps_and_statistics(key, model, population, x_test, cfg, region, suffix: str):
-    """I_local and Fisher maps of ``x_test`` (``jaxdecomp.cli.pixel_maps`` with ``cfg``'s n_levels,
+    """I_local and Fisher maps of ``x_test`` (``jaxdecomp.estimate.pixel_maps`` with ``cfg``'s n_levels,
     n_samples, n_steps), their seconds, and the edge / region statistics. Keys of the region
     statistics end in ``suffix`` (e.g. ``"rf"``). Returns ``(maps, seconds, stats)``."""
-    from jaxdecomp.cli import pixel_maps
+    from jaxdecomp.estimate import pixel_maps
 
     t0 = time.perf_counter()
     maps = pixel_maps(key, model, population, x_test, n_levels=cfg["n_levels"], n_samples=cfg["n_samples"],

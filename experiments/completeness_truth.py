@@ -1,7 +1,7 @@
 """Completeness with trained networks, where the truth is known: which population-MI estimate does
 the mean of network I_local agree with, and which is right?
 
-Setting of ``image_truth.py`` (digit-fitted 10-component Gaussian mixture on 8x8 images, 49
+Setting of ``image_truth.py`` (``jaxdecomp.tasks.digits_mixture``: digit-fitted 10-component Gaussian mixture on 8x8 images, 49
 linear-Gaussian neurons), where the exact I(R;X) (Monte Carlo with exact log densities) and exact
 I_local are available. A UNet is trained as the demo trains its own: ``n_images`` prior draws, each
 with ``copies`` simulated responses, ``steps`` Adam steps. Then, as in ``jaxdecomp demo``:
@@ -15,47 +15,44 @@ error against the exact I(R;X). ``--n-images``/``--copies``/``--steps`` move the
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import image_truth  # noqa: E402
-
-from jaxdecomp import estimate as E  # noqa: E402
-from jaxdecomp.cli import network_levels  # noqa: E402
-from jaxdecomp.diffusion import TrainConfig, UNetDenoiser, train  # noqa: E402
+from jaxdecomp import estimate as E
+from jaxdecomp import tasks
+from jaxdecomp.diffusion import TrainConfig, UNetDenoiser, train
+from jaxdecomp.diffusion.schedules import network_levels
 
 
 def run(n_images: int = 1400, copies: int = 4, steps: int = 2000, n_test: int = 24, n_mi: int = 400,
         n_levels: int = 32, n_samples: int = 16, n_steps: int = 16, size: int = 8, seed: int = 0) -> dict:
-    D = image_truth.fitted_oracle(size)
-    pop = D.population
+    task = tasks.digits_mixture(size)
+    pop = task.encoder
     k = jax.random.split(jax.random.PRNGKey(seed), 8)
-    x = np.repeat(np.asarray(D.prior_sample(k[0], n_images)), copies, axis=0)
+    x = np.repeat(np.asarray(task.sample_prior(k[0], n_images)), copies, axis=0)
     r = jax.vmap(pop.sample)(jax.random.split(k[1], x.shape[0]), x)
-    net = UNetDenoiser((size, size), n_neurons=pop.rates.model.A.shape[0], channels=(32, 64), rngs=nnx.Rngs(seed))
+    net = UNetDenoiser((size, size), n_neurons=task.n_neurons, channels=(32, 64), rngs=nnx.Rngs(seed))
     t0 = time.perf_counter()
     model = train(net, x, np.asarray(r), TrainConfig(steps=steps, batch_size=64, progress=False), key=k[2]).model
     t_train = time.perf_counter() - t0
     lv = network_levels(n_levels)
-    x_mi = D.prior_sample(k[3], n_mi)
+    x_mi = task.sample_prior(k[3], n_mi)
     r_mi = jax.vmap(pop.sample)(jax.random.split(k[4], n_mi), x_mi)
     est = {}
     for form in ("orthogonal", "gap"):
         m = E.mutual_information(k[5], model, x_mi, r_mi, levels=lv, n_noise=2, form=form)
         est[f"mi_{form}"] = (float(m.value), float(m.stderr))
-    xt = D.prior_sample(k[6], n_test)
+    xt = task.sample_prior(k[6], n_test)
     net_il = np.asarray(E.ilocal(k[7], model, pop, xt, levels=lv, n_samples=n_samples, n_steps=n_steps, chunk=2048).total)
-    exact_il = np.asarray(E.ilocal(k[7], D, pop, xt, n_samples=256).total)
+    exact_il = np.asarray(task.ilocal(k[7], xt, n_samples=256).total)
     sem = lambda v: float(np.std(v, ddof=1) / np.sqrt(len(v)))  # noqa: E731
     est["mean_ilocal_network"] = (float(net_il.mean()), sem(net_il))
     est["mean_ilocal_exact_same_stimuli"] = (float(exact_il.mean()), sem(exact_il))
-    mi, mi_se = D.mutual_information(jax.random.PRNGKey(seed + 7), 50_000)
+    mi_est = task.mutual_information(jax.random.PRNGKey(seed + 7), 50_000)
+    mi, mi_se = mi_est.value, mi_est.stderr
     truth = float(mi)
     rel = {name: v[0] / truth - 1 for name, v in est.items()}
     paired = net_il - exact_il

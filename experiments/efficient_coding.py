@@ -19,8 +19,6 @@ cells take longer still, not timed here).
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,12 +26,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import Timer  # noqa: E402
-
-from jaxdecomp import exact  # noqa: E402
-from jaxdecomp import neurons as N  # noqa: E402
-from jaxdecomp.plotting import save  # noqa: E402
+from experiments._cli import Timer
+from jaxdecomp import exact
+from jaxdecomp import neurons as N
+from jaxdecomp.plotting import save
 
 # a skewed bimodal prior: a narrow minor mode at -1.5 and a broad major one at +1
 PRIOR = dict(means=[-1.5, 1.0], variances=[0.15, 0.5], mix=[0.35, 0.65], lo=-4.0, hi=4.0)

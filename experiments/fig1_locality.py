@@ -7,19 +7,15 @@ local; under a Gaussian prior I_local's change decays slowly (its large-noise pa
 sees the whole prior), so the ratios are reported as measured.
 """
 
-import sys
-from pathlib import Path
-
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import Timer, parse  # noqa: E402
+from experiments._cli import Timer, parse
 
-from jaxdecomp import exact  # noqa: E402
-from jaxdecomp import neurons as N  # noqa: E402
-from jaxdecomp.plotting import LABELS, MEASURES, measure_panels, save  # noqa: E402
+from jaxdecomp import exact
+from jaxdecomp import neurons as N
+from jaxdecomp.plotting import LABELS, MEASURES, measure_panels, save
 
 PRIOR_SD, NOISE, WIDTH, OLD, NEW = 3.0, 0.3, 0.5, -3.0, 6.0
 

@@ -5,18 +5,14 @@ I_surp grow quadratically in x. Bimodal prior (modes at ±1): I_local peaks at 0
 between the modes; I_SSI has a minimum there.
 """
 
-import sys
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import Timer, parse  # noqa: E402
+from experiments._cli import Timer, parse
 
-from jaxdecomp import exact  # noqa: E402
-from jaxdecomp import neurons as N  # noqa: E402
-from jaxdecomp.plotting import MEASURES, measure_panels, save  # noqa: E402
+from jaxdecomp import exact
+from jaxdecomp import neurons as N
+from jaxdecomp.plotting import MEASURES, measure_panels, save
 
 S, SIGMA, MODE_VAR = 1.0, 0.5, 0.1
 

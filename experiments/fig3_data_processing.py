@@ -5,18 +5,14 @@ asymmetric bimodal mixture (modes -0.5 and 1.5): with a symmetric one, |r| loses
 the sign and I_sp / I_SSI happen to obey the inequality as well (measured).
 """
 
-import sys
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import Timer, parse  # noqa: E402
+from experiments._cli import Timer, parse
 
-from jaxdecomp import exact  # noqa: E402
-from jaxdecomp import neurons as N  # noqa: E402
-from jaxdecomp.plotting import MEASURES, measure_panels, save  # noqa: E402
+from jaxdecomp import exact
+from jaxdecomp import neurons as N
+from jaxdecomp.plotting import MEASURES, measure_panels, save
 
 MODES, MODE_VAR, SIGMA = [-0.5, 1.5], 0.1, 0.3
 

@@ -5,7 +5,7 @@ Bundled handwritten digits (scikit-learn's 8x8, resized), the paper's LNP popula
 (Gaussian RFs, SD 0.1, on a 7x7 lattice over [-0.7, 0.7]^2; rate 40 sigmoid(0.4 w.(x + 0.1));
 Poisson). One response-conditioned UNet is trained on simulated pairs; I_local maps use
 reverse-diffusion posterior sampling and Gauss-Legendre levels up to log-SNR 8 with the exact
-Fisher tail above (``jaxdecomp.cli.network_levels``). Fig. 4: a few test digits with their
+Fisher tail above (``jaxdecomp.diffusion.schedules.network_levels``). Fig. 4: a few test digits with their
 Fisher and I_local maps; Fig. 6: a larger panel.
 
 Statistics written to the JSON (per test digit, then summarised):
@@ -19,18 +19,15 @@ a wider UNet trained longer, more digits (meant for a GPU).
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _images  # noqa: E402
-
-from jaxdecomp import data, neurons  # noqa: E402
-from jaxdecomp.cli import map_figure  # noqa: E402
+from experiments import _images
+from jaxdecomp import data, neurons
+from jaxdecomp.plotting import map_figure
 
 SETTINGS = {
     "quick": dict(size=16, channels=(32, 64), steps=2500, copies=2, n_fig4=4, n_fig6=12, n_levels=24,

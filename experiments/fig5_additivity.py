@@ -4,19 +4,15 @@ I_{R1,R2}(x) = I_{R1}(x) + I_{R2|R1}(x) holds for I_local at every x and fails f
 Kong-2 (whose conditional version draws (r1, r2) from p(r1, r2 | x)).
 """
 
-import sys
-from pathlib import Path
-
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import Timer, parse  # noqa: E402
+from experiments._cli import Timer, parse
 
-from jaxdecomp import exact  # noqa: E402
-from jaxdecomp import neurons as N  # noqa: E402
-from jaxdecomp.plotting import save  # noqa: E402
+from jaxdecomp import exact
+from jaxdecomp import neurons as N
+from jaxdecomp.plotting import save
 
 
 def main():

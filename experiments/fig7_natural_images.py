@@ -5,7 +5,7 @@ natural_patches``), a CNN retina (convolutional core, factorised spatial-mask x 
 readout, softplus, Poisson) tiled as a 7x7 mosaic of 49 cells with initialised, calibrated
 weights (``jaxdecomp.neurons.cnn_retina_population``). One response-conditioned UNet is
 trained on simulated pairs; I_local maps use reverse-diffusion posterior sampling and levels
-up to log-SNR 8 with the exact Fisher tail above (``jaxdecomp.cli.network_levels``).
+up to log-SNR 8 with the exact Fisher tail above (``jaxdecomp.diffusion.schedules.network_levels``).
 
 Statistics in the JSON, per test patch and summarised: the Pearson correlation over pixels
 between each map and the patch's edge strength (gradient magnitude), over all pixels and over
@@ -18,18 +18,15 @@ trained longer (meant for a GPU).
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _images  # noqa: E402
-
-from jaxdecomp import data, neurons  # noqa: E402
-from jaxdecomp.cli import map_figure  # noqa: E402
+from experiments import _images
+from jaxdecomp import data, neurons
+from jaxdecomp.plotting import map_figure
 
 SETTINGS = {
     "quick": dict(size=16, scale=4, kernel=(5, 3), channels=(32, 64), steps=2500, n_train=4000, copies=2,

@@ -17,8 +17,9 @@ surprise's.
 
 Settings:
 * default (exact, CPU, about 1.5 min): the digit-fitted Gaussian-mixture prior of
-  ``image_truth.py`` with 49 linear-Gaussian neurons, where exact denoisers and exact posterior
-  sampling give exact-in-expectation maps; Kong-2 is mapped too, for comparison.
+  ``image_truth.py`` (``jaxdecomp.tasks.digits_mixture``) with 49 linear-Gaussian neurons,
+  where exact denoisers and exact posterior sampling give exact-in-expectation maps; Kong-2 is
+  mapped too, for comparison.
 * ``--trained``: the paper's setting, the 49-neuron LNP population on bundled digits; one UNet
   is trained for A and fine-tuned for B (reverse-diffusion posterior sampling, network levels up
   to log-SNR 8 with the exact Fisher tail); its change maps also carry the two networks' errors.
@@ -38,20 +39,16 @@ Monte Carlo noise from the statistic, not network error; networks much closer to
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _images  # noqa: E402
-import image_truth  # noqa: E402
-
-from jaxdecomp import estimate as E  # noqa: E402
-from jaxdecomp.diffusion import gmm_denoiser  # noqa: E402
-from jaxdecomp.neurons import gaussian_rf_weights, lattice_centers, pixel_coordinates  # noqa: E402
+from experiments import _images
+from jaxdecomp import estimate as E
+from jaxdecomp import tasks
+from jaxdecomp.diffusion import gmm_denoiser
+from jaxdecomp.neurons import gaussian_rf_weights, lattice_centers, pixel_coordinates
 
 BUMP = np.array([0.6, 0.6])
 CORNER = np.array([-0.7, -0.7])
@@ -77,7 +74,7 @@ def near_bump(size: int) -> np.ndarray:
 
 def linear_gaussian_pair(size: int, bump_gain: float = 3.0, bump_sd: float = 0.12):
     """Exact oracles ``(D_a, D_b)``: the fitted digit prior with linear-Gaussian neurons, B with the bump."""
-    base = image_truth.fitted_oracle(size)
+    base = tasks.digits_mixture(size).denoiser
     A = np.asarray(base.A, dtype=np.float64)
     pix = pixel_coordinates((size, size)).reshape(-1, 2)
     bump = np.exp(-np.sum((pix - BUMP) ** 2, 1) / (2 * bump_sd**2))
@@ -96,7 +93,7 @@ def lnp_pair(size: int, rf_sigma: float = 0.1):
     from jaxdecomp.neurons import lnp_population, poisson_population
 
     pop_a = lnp_population((size, size), rf_sigma=rf_sigma)
-    model = pop_a.rates.model
+    model = pop_a.rates
     extra = gaussian_rf_weights((size, size), BUMP[None], rf_sigma)[0]
     W_b = np.asarray(model.W).copy()
     W_b[changed_neuron()] += extra
@@ -179,8 +176,9 @@ def run(size: int = 16, n_images: int = 8, n_samples: int = 64, n_replicates: in
 def run_trained(full: bool = False, seed: int = 0, **overrides) -> dict:
     """The paper's setting: LNP neurons on bundled digits, trained UNets (see the module docstring)."""
     from jaxdecomp import data
-    from jaxdecomp.cli import network_levels, simulate_responses
     from jaxdecomp.diffusion import TrainConfig, train
+    from jaxdecomp.diffusion.schedules import network_levels
+    from jaxdecomp.neurons import simulate_responses
 
     cfg = dict(TRAINED["full" if full else "quick"])
     unknown = set(overrides) - set(cfg)
@@ -236,8 +234,7 @@ def main(argv=None):
               f"{r['pooled_share']:.3f} +- {r['pooled_share_se']:.3f}; per stimulus {np.round(r['share_near_bump'], 3)} "
               f"(area fraction {out['near_area_fraction']:.3f})")
     print(f"{out['seconds']:.0f} s")
-    from jaxdecomp.cli import map_figure
-    from jaxdecomp.plotting import save
+    from jaxdecomp.plotting import map_figure, save
 
     fig = map_figure(out["stimuli"], {f"change of {n}": out[n]["change_maps"] for n in names}, signed=True)
     fig.suptitle(f"Fig. 8 ({out['setting']}): change of each map when one RF gains a bump at (0.6, 0.6)",

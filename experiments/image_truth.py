@@ -2,7 +2,7 @@
 
 Prior: a 10-component full-covariance Gaussian mixture fitted (scikit-learn) to the
 bundled handwritten digits; population: 49 linear-Gaussian neurons with Gaussian
-receptive fields on a 7x7 lattice (r = A x + 0.5 noise). Here the denoisers are exact,
+receptive fields on a 7x7 lattice (r = A x + 0.5 noise): ``jaxdecomp.tasks.digits_mixture``. Here the denoisers are exact,
 so exact I_local pixel maps follow (exact posterior sampling, 256 samples per level).
 A UNet trained on 320,000 fresh pairs drawn from that model (fewer pairs over-fit the
 conditional network, which inflates the totals) gives estimated maps (reverse-
@@ -11,59 +11,40 @@ of the two maps and the relative error of the totals. Writes image_truth.png/jso
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from jaxdecomp import data  # noqa: E402
-from jaxdecomp import estimate as E  # noqa: E402
-from jaxdecomp.diffusion import TrainConfig, UNetDenoiser, gmm_denoiser, train  # noqa: E402
-from jaxdecomp.diffusion.schedules import levels  # noqa: E402
-from jaxdecomp.neurons import gaussian_rf_weights, lattice_centers  # noqa: E402
-
-
-def rf_weights(size: int, rf_sigma: float = 0.2, gain: float = 3.0):
-    """The LNP's Gaussian receptive fields on a 7x7 lattice, (49, size*size), each row summing to ``gain``."""
-    w = gaussian_rf_weights((size, size), lattice_centers(), rf_sigma, scale=False)
-    return w / w.sum(1, keepdims=True) * gain
-
-
-def fitted_oracle(size: int, n_components: int = 10, noise_sd: float = 0.5):
-    from sklearn.mixture import GaussianMixture
-
-    x = np.asarray(data.digits(size), dtype=np.float64).reshape(-1, size * size)
-    gm = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-2, random_state=0).fit(x)
-    return gmm_denoiser(gm.weights_, gm.means_.reshape(n_components, size, size), gm.covariances_,
-                        rf_weights(size), noise_sd)
+from jaxdecomp import estimate as E
+from jaxdecomp import tasks
+from jaxdecomp.diffusion import TrainConfig, UNetDenoiser, train
+from jaxdecomp.diffusion.schedules import levels
 
 
 def run(size: int = 8, steps: int = 10_000, n_images: int = 6, n_train: int = 320_000, seed: int = 0, hi: float = 8.0):
     """Train, then compare maps. ``hi``: the finest log-SNR level used with the network (above it the
     exact Fisher tail of the population is used, so network errors at tiny noise do not accumulate)."""
-    D = fitted_oracle(size)
-    pop = D.population
+    task = tasks.digits_mixture(size)
+    pop = task.encoder
     k = jax.random.split(jax.random.PRNGKey(seed), 6)
-    x = D.prior_sample(k[0], n_train)
+    x = task.sample_prior(k[0], n_train)
     r = jax.vmap(pop.sample)(jax.random.split(k[1], n_train), x)
-    net = UNetDenoiser((size, size), n_neurons=pop.rates.model.A.shape[0], channels=(32, 64), rngs=nnx.Rngs(seed))
+    net = UNetDenoiser((size, size), n_neurons=task.n_neurons, channels=(32, 64), rngs=nnx.Rngs(seed))
     t0 = time.perf_counter()
     res = train(net, np.asarray(x), np.asarray(r), TrainConfig(steps=steps, batch_size=64, progress=False), key=k[2])
     t_train = time.perf_counter() - t0
-    xt = D.prior_sample(k[3], n_images)
-    exact = E.ilocal(k[4], D, pop, xt, n_samples=256)
+    xt = task.sample_prior(k[3], n_images)
+    exact = task.ilocal(k[4], xt, n_samples=256)
     t0 = time.perf_counter()
     est = E.ilocal(k[5], res.model, pop, xt, n_samples=64, n_steps=32, levels=levels("gauss_legendre", -10.0, hi, 48))
     est_full = E.ilocal(k[5], res.model, pop, xt, n_samples=64, n_steps=32)
     t_maps = time.perf_counter() - t0
     corr = [float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1]) for a, b in zip(np.asarray(exact.map), np.asarray(est.map))]
     rel = np.asarray(est.total) / np.asarray(exact.total) - 1
-    mi, mi_se = D.mutual_information(jax.random.PRNGKey(seed + 7), 50_000)
+    mi_est = task.mutual_information(jax.random.PRNGKey(seed + 7), 50_000)
+    mi, mi_se = mi_est.value, mi_est.stderr
     rel_full = np.asarray(est_full.total) / np.asarray(exact.total) - 1
     return dict(size=size, steps=steps, finest_log_snr=hi, total_relative_errors_up_to_14=rel_full, train_pairs=n_train, train_seconds=t_train, map_seconds=t_maps,
                 mutual_information=mi, mutual_information_se=mi_se,
@@ -87,8 +68,7 @@ def main(argv=None):
           f"total relative error max {np.abs(out['total_relative_errors']).max():.3f} "
           f"(levels up to log-SNR 14 instead of {out['finest_log_snr']}: "
           f"{np.abs(out['total_relative_errors_up_to_14']).max():.3f})")
-    from jaxdecomp.cli import map_figure
-    from jaxdecomp.plotting import save
+    from jaxdecomp.plotting import map_figure, save
 
     fig = map_figure(out["stimuli"], {"exact I_local": out["exact_maps"], "UNet I_local": out["network_maps"]},
                      titles=[f"r={c:.2f}" for c in out["map_correlations"]])

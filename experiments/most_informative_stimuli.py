@@ -1,7 +1,7 @@
 """Most informative stimuli: gradient ascent on I_local(x), regularised by the prior's log-density.
 
 Exact setting (CPU): the digit-fitted 10-component Gaussian-mixture prior of ``image_truth.py``
-(8x8) with its 49 linear-Gaussian neurons. Starting from real test digits, each stimulus x
+(8x8) with its 49 linear-Gaussian neurons (``jaxdecomp.tasks.digits_mixture``). Starting from real test digits, each stimulus x
 follows Adam ascent on ``I_local(x) + lam * log p(x)``: the I_local gradient is the unbiased
 Monte Carlo ``jax.grad`` of :func:`jaxdecomp.estimate.ilocal` (score-function terms included,
 a fresh key each step), and ``log p(x)`` is the mixture's exact log-density. ``lam = 0`` is the
@@ -17,38 +17,28 @@ log p -> 22/12/13 (still digit-like). Gradient noise is large (per-step curves a
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import image_truth  # noqa: E402
-
-from jaxdecomp import data  # noqa: E402
-from jaxdecomp import estimate as E  # noqa: E402
-from jaxdecomp.diffusion import schedules  # noqa: E402
+from jaxdecomp import data
+from jaxdecomp import estimate as E
+from jaxdecomp import tasks
+from jaxdecomp.diffusion import schedules
 
 
-def log_prior(D, x):
-    """Exact log p(x) of the Gaussian-mixture prior for one stimulus (shape ``D.shape``)."""
-    x = jnp.reshape(x, (-1,))
-    log_n, _ = D._prior_terms(x, jnp.zeros((), x.dtype))        # log N(x; mu_k, Sigma_k) without 2 pi
-    return jax.nn.logsumexp(D.log_weights + log_n) - 0.5 * x.size * jnp.log(2 * jnp.pi)
-
-
-def ascend(D, x0, lam: float, *, steps: int, lr: float, n_samples: int, levels, key, record_every: int = 1):
+def ascend(task, x0, lam: float, *, steps: int, lr: float, n_samples: int, levels, key, record_every: int = 1):
     """Adam ascent on ``I_local(x) + lam log p(x)`` for a batch ``x0`` (B, *S); each stimulus separately.
 
+    ``task``: a :class:`jaxdecomp.tasks.GaussianMixtureTask` (exact denoisers, exact ``log p(x)``).
     Returns the path of stimuli at the recorded steps (T, B, *S), the recorded step numbers, the
     per-step I_local estimates (steps, B) (from the same draws as the gradient) and log p(x) (steps+1, B).
     """
-    pop = D.population
-    logp = jax.vmap(lambda xi: log_prior(D, xi))
+    D, pop = task.denoiser, task.encoder
+    logp = jax.vmap(task.log_prob_prior)
 
     def objective(x, k):
         il = E.ilocal(k, D, pop, x, n_samples=n_samples, levels=levels).total      # (B,)
@@ -81,7 +71,7 @@ def run(lams=(0.0, 0.1), n_images: int = 3, steps: int = 80, lr: float = 0.05, n
         n_levels: int = 16, eval_samples: int = 128, seed: int = 0, size: int = 8, record_every: int = 10):
     """Ascend from ``n_images`` real digits for each ``lam``; re-estimate I_local at start and end."""
     t0 = time.perf_counter()
-    D = image_truth.fitted_oracle(size)
+    task = tasks.digits_mixture(size)
     levels = schedules.levels("gauss_legendre", -10.0, 14.0, n_levels)
     digits = np.asarray(data.digits(size), dtype=np.float32)
     idx = np.random.default_rng(seed).choice(len(digits), n_images, replace=False)
@@ -90,16 +80,16 @@ def run(lams=(0.0, 0.1), n_images: int = 3, steps: int = 80, lr: float = 0.05, n
     k_start, k_runs = jax.random.split(key)
 
     def evaluate(k, x):
-        r = E.ilocal(k, D, D.population, x, n_samples=eval_samples, levels=levels, chunk=2048)
+        r = task.ilocal(k, x, n_samples=eval_samples, levels=levels, chunk=2048)
         return np.asarray(r.total), np.asarray(r.stderr)
 
     start_total, start_se = evaluate(k_start, x0)
-    lp0 = np.asarray(jax.vmap(lambda xi: log_prior(D, xi))(x0))
+    lp0 = np.asarray(jax.vmap(task.log_prob_prior)(x0))
     runs = {}
     for i, lam in enumerate(lams):
         k_lam = jax.random.fold_in(k_runs, i)
         k_asc, k_end = jax.random.split(k_lam)
-        path, rec, il_path, lp_path = ascend(D, x0, float(lam), steps=steps, lr=lr, n_samples=n_samples,
+        path, rec, il_path, lp_path = ascend(task, x0, float(lam), steps=steps, lr=lr, n_samples=n_samples,
                                              levels=levels, key=k_asc, record_every=record_every)
         end_total, end_se = evaluate(k_end, jnp.asarray(path[-1]))
         gain = end_total - start_total

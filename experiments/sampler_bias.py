@@ -7,35 +7,33 @@ exact-posterior estimate; completeness (mean over 300 prior stimuli against the 
 I(R;X)) is reported for each. Writes sampler_bias.png and sampler_bias.json.
 """
 
-import sys
-from pathlib import Path
-
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import Timer, parse  # noqa: E402
-
-from jaxdecomp import estimate as E  # noqa: E402
-from jaxdecomp.diffusion import gmm_denoiser  # noqa: E402
-from jaxdecomp.diffusion import schedules as S  # noqa: E402
-from jaxdecomp.plotting import save  # noqa: E402
+from experiments._cli import Timer, parse
+from jaxdecomp import estimate as E
+from jaxdecomp import tasks
+from jaxdecomp.diffusion import schedules as S
+from jaxdecomp.plotting import save
 
 
-def oracle():
+def task():
+    """The ground-truth problem: 3-component mixture in d=4, three linear-Gaussian neurons (noise SD 0.5)."""
     rng = np.random.default_rng(0)
-    return gmm_denoiser([0.2, 0.3, 0.5], rng.normal(size=(3, 4)) * 1.5, [0.3, 0.5, 0.8], rng.normal(size=(3, 4)), 0.5)
+    return tasks.gaussian_mixture([0.2, 0.3, 0.5], rng.normal(size=(3, 4)) * 1.5, [0.3, 0.5, 0.8],
+                                  rng.normal(size=(3, 4)), 0.5, name="sampler_bias_d4")
 
 
 def main():
     args = parse(__doc__.splitlines()[0])
-    D = oracle()
-    pop = D.population
+    problem = task()
+    D, pop = problem.denoiser, problem.encoder
     plain = lambda z, a, r: D(z, a, r)  # noqa: E731  (hides the exact sampler: reverse diffusion is used)
-    mi, mi_se = D.mutual_information(jax.random.PRNGKey(0), 400_000)
-    xs = D.prior_sample(jax.random.PRNGKey(1), 20)
-    x_pop = D.prior_sample(jax.random.PRNGKey(2), 300)
+    mi_est = problem.mutual_information(jax.random.PRNGKey(0), 400_000)
+    mi, mi_se = mi_est.value, mi_est.stderr
+    xs = problem.sample_prior(jax.random.PRNGKey(1), 20)
+    x_pop = problem.sample_prior(jax.random.PRNGKey(2), 300)
     variants = {
         "exact posterior sample": dict(den=D, response_sampler="posterior_sample"),
         "posterior mean (paper's sampler)": dict(den=D, response_sampler="posterior_mean"),

@@ -12,9 +12,7 @@ Writes trained_vs_exact.png and trained_vs_exact.json. ``--quick`` trains for fe
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -22,15 +20,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from jaxdecomp import estimate as E  # noqa: E402
-from jaxdecomp import exact  # noqa: E402
-from jaxdecomp import neurons as N  # noqa: E402
-from jaxdecomp.diffusion import gmm_denoiser  # noqa: E402
-from jaxdecomp.diffusion.networks import MLPDenoiser  # noqa: E402
-from jaxdecomp.diffusion.training import TrainConfig, train  # noqa: E402
-from jaxdecomp.plotting import save  # noqa: E402
+from jaxdecomp import estimate as E
+from jaxdecomp import exact, tasks
+from jaxdecomp import neurons as N
+from jaxdecomp.diffusion import MLPDenoiser, TrainConfig, train
+from jaxdecomp.plotting import save
 
 N_TRAIN, N_TEST, N_STIM = 10_000, 2_000, 20
 
@@ -38,16 +32,17 @@ N_TRAIN, N_TEST, N_STIM = 10_000, 2_000, 20
 def case_gmm(key):
     rng = np.random.default_rng(3)
     d, K = 8, 4
-    D = gmm_denoiser(np.full(K, 1 / K), rng.normal(size=(K, d)) * 1.2, rng.uniform(0.2, 0.5, size=(K, d)),
-                     rng.normal(size=(4, d)) * 0.6, 0.5)
+    task = tasks.gaussian_mixture(np.full(K, 1 / K), rng.normal(size=(K, d)) * 1.2,
+                                  rng.uniform(0.2, 0.5, size=(K, d)), rng.normal(size=(4, d)) * 0.6, 0.5,
+                                  name="gmm_d8_4_linear_gaussian")
     kx, kr = jax.random.split(key)
-    x = D.prior_sample(kx, N_TRAIN + N_TEST)
-    r = jax.vmap(D.population.sample)(jax.random.split(kr, x.shape[0]), x)
-    mi, mi_se = D.mutual_information(jax.random.PRNGKey(11), 400_000)
+    x = task.sample_prior(kx, N_TRAIN + N_TEST)
+    r = jax.vmap(task.encoder.sample)(jax.random.split(kr, x.shape[0]), x)
+    mi_est = task.mutual_information(jax.random.PRNGKey(11), 400_000)
+    mi, mi_se = mi_est.value, mi_est.stderr
     xs = x[N_TRAIN:N_TRAIN + N_STIM]
-    truth = E.ilocal(jax.random.PRNGKey(12), D, D.population, xs, response_sampler="posterior_sample",
-                     n_samples=1024)
-    return dict(name="gmm_d8_4_linear_gaussian", x=np.asarray(x), r=np.asarray(r), population=D.population,
+    truth = task.ilocal(jax.random.PRNGKey(12), xs, response_sampler="posterior_sample", n_samples=1024)
+    return dict(name="gmm_d8_4_linear_gaussian", x=np.asarray(x), r=np.asarray(r), population=task.encoder,
                 mi=mi, mi_se=mi_se, stimuli=np.asarray(xs), ilocal=np.asarray(truth.total),
                 ilocal_se=np.asarray(truth.stderr))
 
@@ -55,16 +50,16 @@ def case_gmm(key):
 def case_poisson(key):
     means, var, mix = [-1.0, 1.0], 0.2, [0.5, 0.5]
     pop = N.poisson_population(N.gaussian_bumps(np.array([-1.5, 0.0, 1.5]), 0.7, 5.0, 0.3))
-    grid = exact.mixture_grid(means, var, mix, m=801)
-    mi = float(exact.mutual_information(grid, pop))
-    il = np.asarray(exact.ilocal(grid, pop))
+    task = tasks.on_grid(exact.mixture_grid(means, var, mix, m=801), pop, name="poisson_1d_3_neurons")
+    mi = task.mutual_information().value
+    il = task.ilocal_on_grid()
     kc, kn, kr = jax.random.split(key, 3)
     n = N_TRAIN + N_TEST
     comp = jax.random.bernoulli(kc, 0.5, (n,))
     x = (jnp.where(comp, means[1], means[0]) + np.sqrt(var) * jax.random.normal(kn, (n,)))[:, None]
     r = jax.vmap(pop.sample)(jax.random.split(kr, n), x)
     xs = np.asarray(x[N_TRAIN:N_TRAIN + N_STIM])
-    truth = np.interp(xs[:, 0], np.asarray(grid.points), il)
+    truth = np.interp(xs[:, 0], task.points[:, 0], il)
     return dict(name="poisson_1d_3_neurons", x=np.asarray(x), r=np.asarray(r), population=pop, mi=mi, mi_se=0.0,
                 stimuli=xs, ilocal=truth, ilocal_se=np.zeros_like(truth))
 

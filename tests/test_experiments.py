@@ -11,9 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(script, tmp_path, timeout=600):
-    subprocess.run([sys.executable, str(ROOT / "experiments" / script), "--out", str(tmp_path)],
-                   check=True, capture_output=True, timeout=timeout)
+    """Run ``python -m experiments.NAME --out tmp_path`` from the repository root; return its JSON."""
     name = script.removesuffix(".py")
+    subprocess.run([sys.executable, "-m", f"experiments.{name}", "--out", str(tmp_path)],
+                   check=True, capture_output=True, timeout=timeout, cwd=ROOT)
     assert (tmp_path / f"{name}.png").stat().st_size > 10_000
     return json.loads((tmp_path / f"{name}.json").read_text())
 
@@ -54,3 +55,18 @@ def test_image_truth_unet_maps_match_exact_maps(tmp_path):
     d = run("image_truth.py", tmp_path, timeout=2400)
     assert min(d["map_correlations"]) >= 0.9, d["map_correlations"]
     assert max(abs(e) for e in d["total_relative_errors"]) <= 0.10, d["total_relative_errors"]
+
+
+def test_experiments_use_the_package_and_public_names_only():
+    """experiments/ is a package run as ``python -m experiments.NAME``: no ``sys.path`` edits, no
+    imports from the command line module or from private library modules (``jaxdecomp.x._y``)."""
+    import re
+
+    files = sorted((ROOT / "experiments").rglob("*.py"))
+    assert len(files) > 10
+    private = re.compile(r"^\s*(from|import)\s+jaxdecomp(\.\w+)*\._\w+", re.M)
+    for f in files:
+        src = f.read_text()
+        assert "sys.path" not in src, f
+        assert not re.search(r"^\s*from\s+jaxdecomp\.cli\s+import|^\s*import\s+jaxdecomp\.cli", src, re.M), f
+        assert not private.search(src), (f, private.search(src))

@@ -1,13 +1,8 @@
-import sys
-from pathlib import Path
-
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 
 def test_ascent_raises_ilocal_and_prior_keeps_stimuli_likely():
-    import most_informative_stimuli as M
+    from experiments import most_informative_stimuli as M
 
     out = M.run(lams=(0.0, 0.05), n_images=2, steps=90, lr=0.06, n_samples=16, n_levels=12,
                 eval_samples=128, seed=0)

@@ -4,20 +4,14 @@ Runs the two cases of ``experiments/trained_vs_exact.py`` at their default setti
 (10,000 training pairs, 8,000 steps, about 20 s of training each on 2 CPU cores).
 """
 
-import sys
-from pathlib import Path
-
 import jax
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-
-import trained_vs_exact as T  # noqa: E402
-
-from jaxdecomp import estimate as E  # noqa: E402
-from jaxdecomp.diffusion import gaussian_denoiser  # noqa: E402
-from jaxdecomp.diffusion.training import TrainConfig  # noqa: E402
+from experiments import trained_vs_exact as T
+from jaxdecomp import estimate as E
+from jaxdecomp.diffusion import gaussian_denoiser
+from jaxdecomp.diffusion.training import TrainConfig
 
 
 @pytest.mark.parametrize("make, seed", [(T.case_gmm, 0), (T.case_poisson, 1)])
@@ -40,9 +34,11 @@ def test_estimate_from_data_only():
     x = D.prior_sample(jax.random.PRNGKey(0), 5000)
     r = jax.vmap(D.population.sample)(jax.random.split(jax.random.PRNGKey(1), 5000), x)
     cfg = TrainConfig(steps=3000, batch_size=256, warmup_steps=200, progress=False)
-    value, info = E.estimate(x, r, config=cfg, return_details=True)
+    est = E.estimate(x, r, config=cfg)
+    assert isinstance(est, E.Estimate)
+    value, info = est.value, est.info
     assert abs(value - truth) / truth < 0.1, (value, truth)
-    assert info["n_heldout"] == 1000 and info["stderr"] > 0
+    assert info["n_heldout"] == 1000 and est.stderr > 0
 
 
 def test_estimate_bad_input():

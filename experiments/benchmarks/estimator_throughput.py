@@ -12,13 +12,12 @@ For the MLP (vector stimuli) and the UNet (16x16, 32x32 images), conditional on 
   * training steps per second of the jitted train step (forward, backward, AdamW, EMA).
 
 Prints a table and writes ``estimator_throughput.json`` in ``--out``.
-Usage: python experiments/benchmarks/estimator_throughput.py [--dtype bfloat16] [--large]
+Usage (from the repository root): python -m experiments.benchmarks.estimator_throughput [--dtype bfloat16] [--large]
 """
 
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -27,10 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from experiments.benchmarks.exact_engine import cpu_name
 from jaxdecomp.diffusion import training
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from exact_engine import cpu_name  # noqa: E402
 from jaxdecomp.diffusion.networks import MLPDenoiser, UNetDenoiser
 
 N_NEURONS = 49

@@ -14,13 +14,12 @@ Compile time (first call) is reported apart from the steady-state time per step 
 of ``--repeats`` calls, each with a fresh key), and beside it the time of the value alone. Prints a table and writes
 ``gradient_step.json`` in ``--out``.
 
-Usage: python experiments/benchmarks/gradient_step.py [--levels 8 --samples 4 --steps 4]
+Usage (from the repository root): python -m experiments.benchmarks.gradient_step [--levels 8 --samples 4 --steps 4]
 """
 
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -29,12 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from experiments.benchmarks.exact_engine import cpu_name
 from jaxdecomp import estimate, neurons
 from jaxdecomp.diffusion import UNetDenoiser
 from jaxdecomp.diffusion import schedules as S
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from exact_engine import cpu_name  # noqa: E402
 
 
 def device_name():

@@ -8,13 +8,12 @@ after one compile call, and reports images per second. The reverse-diffusion sam
 (``posterior_sample``, ``--n-steps`` extra calls per sample) is timed too, and the UNet's
 training throughput (images per second through the jitted train step).
 
-Usage: python experiments/benchmarks/pixel_map_throughput.py [--out DIR] [--batch 8] [--dtype bfloat16]
+Usage (from the repository root): python -m experiments.benchmarks.pixel_map_throughput [--out DIR] [--batch 8] [--dtype bfloat16]
 Writes pixel_map_throughput.json in ``--out``.
 """
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -23,11 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from estimator_throughput import block, device_name  # noqa: E402
-
-from jaxdecomp import estimate, neurons  # noqa: E402
-from jaxdecomp.diffusion import TrainConfig, UNetDenoiser, schedules, train  # noqa: E402
+from experiments.benchmarks.estimator_throughput import block, device_name
+from jaxdecomp import estimate, neurons
+from jaxdecomp.diffusion import TrainConfig, UNetDenoiser, schedules, train
 
 
 def time_maps(net, pop, x, sampler, n_samples, n_steps, chunk, repeats=2):
