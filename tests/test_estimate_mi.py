@@ -1,0 +1,206 @@
+"""``estimate(x, r)`` from paired samples: invariances, honest results, bad input.
+
+Task: x ~ N(0, 1), r = x + n, n ~ N(0, 1): I(R;X) = 1/2 log(1 + 1/sigma^2) = 1/2 log 2 = 0.3466 nats.
+A small training budget (a 64-wide MLP, 300 steps on 1,600 pairs, 16 quadrature levels) keeps the
+file well under 2 minutes on 2 CPU cores; the trained calls are cached per module.
+"""
+
+import types
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxdecomp.diffusion.networks import MLPDenoiser
+from jaxdecomp.diffusion.schedules import levels as make_levels
+from jaxdecomp.diffusion.training import TrainConfig
+from jaxdecomp.estimate import Estimate, estimate
+from jaxdecomp.estimate import _fit
+
+N = 2000
+TRUTH = 0.5 * np.log(2.0)
+CFG = TrainConfig(steps=300, batch_size=256, warmup_steps=50, progress=False)
+LEVELS = make_levels(n=16)
+KEY = jax.random.PRNGKey(3)
+
+
+def _model(d=1, n=1):
+    return MLPDenoiser((d,), n_neurons=n, hidden=64, depth=2, rngs=nnx.Rngs(0))
+
+
+def _run(x, r, **kw):
+    kw.setdefault("model", _model(1, 1))
+    return estimate(x, r, key=KEY, config=CFG, levels=LEVELS, n_noise=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N, 1))
+    return x, x + rng.normal(size=(N, 1))
+
+
+@pytest.fixture(scope="module")
+def base(data):
+    return _run(*data)
+
+
+def test_gaussian_truth_and_both_forms(base):
+    # Monte Carlo error is stderr (~0.05 with 400 held-out pairs); a 300-step network adds a bias
+    # that the gap form keeps small (measured -0.05); allow 3 stderr + 20% of the truth.
+    assert isinstance(base, Estimate) and base.stderr > 0
+    assert abs(base.value - TRUTH) < 3 * base.stderr + 0.2 * TRUTH, (base.value, base.stderr)
+    info = base.info
+    assert info["gap"][0] == pytest.approx(info["raw_value"]) and not info["clipped"]
+    assert info["orthogonal"][0] > 0 and np.isfinite(info["form_disagreement_se"])
+    assert (info["diagnostic"] is None) == (abs(info["form_disagreement_se"]) <= _fit.DISAGREEMENT_SE)
+    assert info["n_train"] == 1600 and info["n_heldout"] == 400
+    assert info["transform"]["kind"] == "standardize"
+
+
+@pytest.mark.parametrize("name, f", [("x*1e6", lambda x: x * 1e6), ("x+1e4", lambda x: x + 1e4),
+                                     ("x*1e-6", lambda x: x * 1e-6)])
+def test_affine_invariance(data, base, name, f):
+    # Before the fix: 7e-5 (x+1e4), -4.5e-8 (x*1e6), -0.280 (x*1e-6) against 0.311 for x.
+    # Standardised in float64 and then cast to float32, the network's inputs equal those of the
+    # untransformed run up to float64 rounding (~1e-12 relative for x+1e4), far below float32
+    # resolution, so with one key the estimate agrees to float32 rounding: 1e-4 of the stderr
+    # (measured: bit-identical values).
+    x, r = data
+    est = _run(f(x), r)
+    tol = 1e-4 * base.stderr
+    assert abs(est.value - base.value) <= tol, (name, est.value, base.value)
+    assert abs(est.stderr - base.stderr) <= tol
+    assert est.value >= 0
+
+
+def test_copula_monotone_warp(data):
+    # A strictly increasing warp (exp(3x): lognormal, heavy-tailed) keeps every training rank, so the
+    # copula-transformed training inputs are bit-identical. Held-out values are mapped by linear
+    # interpolation of the training ECDF, which differs between the two by less than one ECDF step
+    # 1/(n_train + 1) ~ 6e-4 per value: allow a tenth of the stderr.
+    x, r = data
+    a = _run(x, r, transform="copula")
+    b = _run(np.exp(3 * x), r ** 3, transform="copula")
+    assert abs(a.value - b.value) < 0.1 * a.stderr, (a.value, b.value, a.stderr)
+    assert abs(a.value - TRUTH) < 3 * a.stderr + 0.2 * TRUTH, (a.value, a.stderr)
+    assert a.info["transform"]["kind"] == "copula"
+
+
+def test_copula_transform_details():
+    rng = np.random.default_rng(1)
+    tr = rng.normal(size=(50, 2))
+    fitted = _fit._fit_copula(tr)
+    z = _fit._apply_copula(tr, fitted)
+    # training values: exactly the normal quantiles of mid-ranks / (n + 1), a permutation of them
+    ranks = np.argsort(np.argsort(tr, axis=0), axis=0) + 1
+    np.testing.assert_allclose(z, _fit.ndtri(ranks / 51.0), rtol=1e-12)
+    # ties share the mid-rank; beyond the training range the end levels are held
+    t = np.array([[0.0], [0.0], [1.0], [2.0]])
+    f = _fit._fit_copula(t)
+    np.testing.assert_allclose(_fit._apply_copula(t, f)[:, 0], _fit.ndtri(np.array([1.5, 1.5, 3, 4]) / 5))
+    np.testing.assert_allclose(_fit._apply_copula(np.array([[-9.0], [0.5], [9.0]]), f)[:, 0],
+                               _fit.ndtri(np.array([1.5, 2.25, 4]) / 5))
+    # a monotone warp leaves the transform of the training values unchanged
+    np.testing.assert_array_equal(z, _fit._apply_copula(np.exp(3 * tr), _fit._fit_copula(np.exp(3 * tr))))
+
+
+def test_constant_columns_dropped(data, base):
+    # A constant column carries no information: dropping it leaves the same data, model and key,
+    # so the same estimate to float32 rounding.
+    x, r = data
+    xc = np.concatenate([np.full((N, 1), 5.0), x], axis=1)
+    rc = np.concatenate([r, np.zeros((N, 1))], axis=1)
+    est = _run(xc, rc)
+    assert est.info["dropped_x"] == [0] and est.info["dropped_r"] == [1]
+    assert any("x: column 0 is constant" in s for s in est.info["notes"])
+    assert any("r: column 1 is constant" in s for s in est.info["notes"])
+    assert abs(est.value - base.value) <= 1e-4 * base.stderr
+
+
+def test_all_constant_is_zero(data):
+    x, r = data
+    for xx, rr, who in [(np.ones((N, 2)), r, "x:"), (x, np.full((N, 3), 2.0), "r:")]:
+        est = estimate(xx, rr, config=CFG)     # no network is trained
+        assert est.value == 0.0 and est.stderr == 0.0 and not est.info["clipped"]
+        assert any(s.startswith(who) and "estimate is 0" in s for s in est.info["notes"])
+
+
+def test_independent_never_negative():
+    rng = np.random.default_rng(2)
+    x, r = rng.normal(size=(N, 1)), rng.normal(size=(N, 1))
+    est = _run(x, r)
+    raw = est.info["raw_value"]
+    assert est.value >= 0 and est.value == max(raw, 0.0) and est.info["clipped"] == (raw < 0)
+    assert abs(raw) < 4 * est.stderr + 0.05
+
+
+# ---- the result logic, with training and the estimator stubbed (fast, deterministic)
+@pytest.fixture
+def stubbed(monkeypatch):
+    seen = {}
+
+    def fake_train(model, x, r, config, checkpoint_dir=None, key=None):
+        seen["x"], seen["r"] = x, r
+        return types.SimpleNamespace(model=model, losses=np.zeros((1, 2)))
+
+    def fake_mi(key, model, x, r, *, form, **kw):
+        n = x.shape[0]
+        base = np.linspace(-1.0, 1.0, n)
+        per = -0.3 + 0.01 * base if form == "gap" else 0.2 + 0.01 * base
+        return Estimate(per.mean(), per.std(ddof=1) / np.sqrt(n), {"per_pair": per})
+
+    monkeypatch.setattr(_fit, "train", fake_train)
+    monkeypatch.setattr(_fit, "mutual_information", fake_mi)
+    return seen
+
+
+def test_negative_is_clipped_and_flagged(stubbed):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(100, 2))
+    est = estimate(x, x[:, :1], model=_model(2, 1))
+    assert est.value == 0.0 and est.info["clipped"] is True
+    assert est.info["raw_value"] == pytest.approx(-0.3) and est.stderr > 0
+    assert est.info["orthogonal"][0] == pytest.approx(0.2)
+    assert est.info["form_disagreement_se"] < -_fit.DISAGREEMENT_SE and "disagree" in est.info["diagnostic"]
+    ortho = estimate(x, x[:, :1], model=_model(2, 1), form="orthogonal")
+    assert ortho.value == pytest.approx(0.2) and ortho.info["clipped"] is False
+
+
+def test_integer_boolean_and_duplicates(stubbed):
+    rng = np.random.default_rng(4)
+    xi = rng.integers(0, 5, size=(200, 1))
+    rb = rng.random((200, 1)) < 0.5
+    est = estimate(xi, rb, model=_model(1, 1))
+    assert stubbed["x"].dtype == np.float32 and stubbed["r"].dtype == np.float32
+    assert np.all(np.isfinite(stubbed["x"])) and abs(stubbed["x"].mean()) < 1e-5   # standardised on training rows
+    assert est.info["duplicate_pairs"] == 200 - len(np.unique(np.concatenate([xi, rb], 1), axis=0))
+    assert est.info["heldout_seen_in_training"] > 0
+    assert any("deduplicate" in s for s in est.info["notes"])
+    # 1-D inputs mean N scalars / one neuron
+    estimate(xi[:, 0], rb[:, 0].astype(int), model=_model(1, 1))
+    assert stubbed["x"].shape == (160, 1) and stubbed["r"].shape == (160, 1)
+
+
+def test_bad_input():
+    x, r = np.random.default_rng(5).normal(size=(2, 50, 2))
+    with pytest.raises(ValueError, match="x and r: must hold the same number"):
+        estimate(x, r[:40])
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="^x: contains NaN"):
+        estimate(bad, r)
+    with pytest.raises(ValueError, match="^r: contains NaN"):
+        estimate(x, np.where(np.isnan(bad), np.inf, r))
+    with pytest.raises(ValueError, match=r"x and r: 9 pairs are too few; .* at least 10 pairs"):
+        estimate(x[:9], r[:9])
+    with pytest.raises(ValueError, match="at least 150 pairs"):
+        estimate(x, r, holdout=0.01)
+    assert _fit.min_pairs(0.2) == 10 and _fit.min_pairs(0.5) == 10
+    with pytest.raises(TypeError, match="^x: expected a real numeric"):
+        estimate(np.array([["a", "b"]] * 50), r)
+    with pytest.raises(ValueError, match="transform"):
+        estimate(x, r, transform="rank")
+    with pytest.raises(ValueError, match="holdout"):
+        estimate(x, r, holdout=1.5)
