@@ -294,3 +294,42 @@ def test_too_many_cells_points_to_monte_carlo_or_max_cells():
     assert exact.mutual_information(grid, mid, max_cells=100_000) > 0
     with pytest.raises(TypeError, match="n_levels"):
         exact.mutual_information(grid, mid, n_levels=10)
+
+
+# ----------------------------------------------------------------------------- accuracy checks
+
+
+def test_high_snr_refuses_coarse_grid_and_the_named_fix_works():
+    """At high signal-to-noise a grid coarser than the posterior SD gave I_local far above the
+    closed form (10.77 against 4.605 for s = 1e4, sigma = 1, m = 201; its prior mean above H(X)).
+    The engine refuses and names the m that would do; on that grid the closed form holds."""
+    import re
+
+    pop = N.gaussian_population(N.linear([1.0]), 1.0)
+    with pytest.raises(exact.GridResolutionError, match=r"m >= \d+"):
+        exact.ilocal(exact.gaussian_grid(0.0, 1e4, m=201), pop)
+    # the same situation at a size that runs here: s = 4, sigma = 0.1 on 101 points
+    s, sig = 4.0, 0.1
+    fine_pop = N.gaussian_population(N.linear([1.0]), sig)
+    with pytest.raises(exact.GridResolutionError) as info:
+        exact.all_measures(exact.gaussian_grid(0.0, s, m=101), fine_pop)
+    m_fix = int(re.search(r"m >= (\d+)", str(info.value)).group(1))
+    assert 101 < m_fix < 600
+    grid = exact.gaussian_grid(0.0, s, m=m_fix)
+    il = exact.ilocal(grid, fine_pop)
+    truth = 0.5 * np.log1p(s / sig**2)
+    inside = np.abs(grid.points) <= 3 * np.sqrt(s)
+    np.testing.assert_allclose(il[inside], truth, rtol=1e-3)
+    w = np.asarray(grid.weights)
+    assert float(w @ il) < -np.sum(w * np.log(w))       # never above H(X)
+    # check=False computes anyway, with a warning naming the fix
+    with pytest.warns(RuntimeWarning, match="m >= "):
+        exact.ilocal(exact.gaussian_grid(0.0, s, m=41), fine_pop, check=False, n_levels=8)
+
+
+def test_completeness_is_checked_internally():
+    """A noise integral that is far from converged (4 levels) is refused by the completeness check."""
+    grid = exact.gaussian_grid(0.0, 1.0, m=61, lo=-5, hi=5)
+    pop = N.poisson_population(N.gaussian_bumps([-1.0, 0.8], 0.7, [8.0, 5.0], 0.5))
+    with pytest.raises(exact.GridResolutionError, match="completeness"):
+        exact.ilocal(grid, pop, n_levels=2, g_max=1e4)

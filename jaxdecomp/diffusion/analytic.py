@@ -272,6 +272,9 @@ def gmm_denoiser(weights, means, variances, A=None, sigma=None, *, shape=None,
             raise ValueError("sigma: the noise SD of the population is required with A")
         sd = as_array("sigma", sigma, ndim=(0, 1))
         check_positive("sigma", sd)
+        if sd.ndim == 1 and sd.shape[0] not in (1, A_arr.shape[0]):
+            raise ValueError(f"sigma: expected a scalar or one noise SD per neuron ({A_arr.shape[0]},) "
+                             f"(A has {A_arr.shape[0]} rows), got shape {sd.shape}")
         sd = np.broadcast_to(sd, (A_arr.shape[0],)).astype(np.float64)
     prec = np.einsum("kij,kj,klj->kil", U, 1.0 / lam, U)
     H = prec + (A_arr.T / sd**2) @ A_arr if A_arr.shape[0] else prec

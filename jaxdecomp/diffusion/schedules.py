@@ -25,6 +25,7 @@ __all__ = [
     "DDPMSchedule",
     "Levels",
     "add_noise",
+    "check_levels",
     "ddpm_linear",
     "gauss_legendre",
     "levels",
@@ -119,6 +120,37 @@ class Levels(NamedTuple):
     lo: float
     hi: float
     tails: bool
+
+
+def check_levels(levels, name: str = "levels") -> Levels:
+    """Validate a :class:`Levels` (hand-made ones included); return it, or raise naming ``name``.
+
+    Requires 1-D ``log_snr`` and ``weights`` of equal non-zero length, finite values, ``lo < hi``,
+    nodes inside ``[lo, hi]``, non-negative weights and a bool ``tails``.
+    """
+    if not isinstance(levels, Levels):
+        raise TypeError(f"{name}: expected a jaxdecomp.diffusion.schedules.Levels, got {type(levels).__name__}")
+    try:
+        a = np.asarray(levels.log_snr, dtype=np.float64)
+        w = np.asarray(levels.weights, dtype=np.float64)
+        lo, hi = float(levels.lo), float(levels.hi)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name}: log_snr, weights, lo and hi must be numbers ({err})") from err
+    if a.ndim != 1 or a.shape != w.shape or a.size == 0:
+        raise ValueError(f"{name}: log_snr and weights must be equal-length 1-D arrays, got {a.shape} and {w.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(w)) and np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"{name}: the log-SNR range and weights must be finite")
+    if not lo < hi:
+        raise ValueError(f"{name}: expected lo < hi (log-SNR range [lo, hi]), got lo = {lo:g}, hi = {hi:g}")
+    tol = 1e-6 * (hi - lo)
+    if a.min() < lo - tol or a.max() > hi + tol:
+        raise ValueError(f"{name}: log_snr nodes must lie in [lo, hi] = [{lo:g}, {hi:g}], got range "
+                         f"[{a.min():g}, {a.max():g}]")
+    if np.any(w < 0):
+        raise ValueError(f"{name}: quadrature weights must be non-negative, got minimum {w.min():.6g}")
+    if not isinstance(levels.tails, (bool, np.bool_)):
+        raise TypeError(f"{name}: tails must be a bool, got {type(levels.tails).__name__}")
+    return levels
 
 
 def levels(rule: str = "gauss_legendre", lo: float = -10.0, hi: float = 14.0, n: int = 48,

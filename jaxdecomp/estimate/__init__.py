@@ -11,10 +11,12 @@ from jaxdecomp.estimate._estimators import (
     ilocal,
     kong2,
     mutual_information,
+    small_noise_tail,
     specific_surprise,
 )
 from jaxdecomp.estimate._fit import estimate
 from jaxdecomp.estimate._maps import pixel_maps
+from jaxdecomp.estimate._tensor import TensorResult, ilocal_tensor
 
 __all__ = [
     "RESPONSE_SAMPLERS",
@@ -22,8 +24,11 @@ __all__ = [
     "estimate",
     "MapResult",
     "ilocal",
+    "ilocal_tensor",
+    "TensorResult",
     "kong2",
     "mutual_information",
     "pixel_maps",
+    "small_noise_tail",
     "specific_surprise",
 ]

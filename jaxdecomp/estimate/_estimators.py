@@ -10,10 +10,17 @@ They are differentiable with respect to the stimulus ``x`` and the population's 
 
 Integrals and tails (``docs/numerics.md`` §1-3). In log-SNR the I_local
 integrand is ``f(a) = 1/2 E (eps_hat(x_a, a, r) - eps_hat(x_a, a))^2``. For ``a -> +inf``
-``f(a) -> 1/2 e^{-a} J(x)`` (Fisher at the clean stimulus), so the tail beyond
-``hi`` is ``1/2 g(hi) J(x)``, computed exactly from the population when it is known
-(``fisher_correction=True``) and otherwise extrapolated as ``f(hi)``. For ``a -> -inf``,
-``f(a) ~ C e^{a}`` so the tail below ``lo`` is ``f(lo)``.
+``f(a) -> 1/2 g J (I + g J)^{-1}`` (a Gaussian channel with the Fisher information ``J = J(x)`` at
+the clean stimulus), so the tail beyond ``hi`` is ``1/2 diag log(I + g(hi) J)``
+(:func:`small_noise_tail`; ``1/2 g(hi) J_ii`` when ``g(hi) J << 1``, and right also when
+``g(hi) J >> 1``), computed from the population when it is known (``fisher_correction=True``; for
+:func:`mutual_information` pass ``population=``) and otherwise extrapolated as ``f(hi)``. For
+``a -> -inf``, ``f(a) ~ C e^{a}`` so the tail below ``lo`` is ``f(lo)``.
+
+Validation: keys (one PRNG key), levels (:func:`jaxdecomp.diffusion.schedules.check_levels`),
+stimuli and responses (numeric, finite, non-empty) are checked before tracing; an analytic
+denoiser's own population must match the ``population`` given (its ``A`` / ``sigma``, or the grid
+denoiser's encoder), else a ValueError names ``population``.
 
 Gradients (``score_gradient=True``, the default). The estimate is a Monte Carlo average of
 ``f(x_g, r; theta)`` over ``x_g = x + sqrt(g) eps`` (a reparametrised path: autodiff handles it)
@@ -44,7 +51,7 @@ Responses themselves are drawn under ``stop_gradient`` (no pathwise term through
   ``"clean"`` keeps the full ``x`` score of ``p(r | x)``; ``theta`` gradients are not split.
 * :func:`specific_surprise`: ``r ~ p(r | x)``, ``h = log p(r | x; theta) - stop_gradient(...)``
   (pathwise + score only: its integrand depends on ``eps`` itself, so Stein's lemma does not apply).
-* The Fisher tail ``1/2 g(hi) J(x; theta)`` is differentiated exactly.
+* The Fisher tail ``1/2 diag log(I + g(hi) J(x; theta))`` is differentiated exactly.
 
 Exactness. With exact denoisers (``jaxdecomp.diffusion.analytic``; ``grid_denoiser`` for any
 encoder) and exact posterior draws the gradients in ``x`` and ``theta`` are unbiased for the
@@ -64,15 +71,17 @@ draws than a value of the same relative precision; estimate its error from indep
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdecomp._checks import check_key
 from jaxdecomp._interfaces import Estimate, MapResult
 from jaxdecomp.diffusion.sampling import reverse_diffusion
-from jaxdecomp.diffusion.schedules import Levels, levels as make_levels, to_variance_preserving, variance_from_log_snr
+from jaxdecomp.diffusion.schedules import Levels, check_levels, levels as make_levels, to_variance_preserving, variance_from_log_snr
 
 
 RESPONSE_SAMPLERS = ("posterior_mean", "posterior_sample", "clean")
@@ -108,7 +117,12 @@ def _check_x(x, shape, name="x"):
     if isinstance(x, jax.core.Tracer):
         arr = x
     else:
-        host = np.asarray(x)     # checked on the host: also works for constants inside a user's jit
+        try:
+            host = np.asarray(x)     # checked on the host: also works for constants inside a user's jit
+        except Exception as err:  # noqa: BLE001  (ragged lists and the like)
+            raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__}") from err
+        if not (np.issubdtype(host.dtype, np.number) or host.dtype == np.bool_):
+            raise TypeError(f"{name}: expected a numeric array, got dtype {host.dtype} ({type(x).__name__})")
         if host.size == 0:
             raise ValueError(f"{name}: expected a non-empty array, got shape {host.shape}")
         if np.issubdtype(host.dtype, np.number) and not np.all(np.isfinite(host)):
@@ -123,20 +137,102 @@ def _check_x(x, shape, name="x"):
     raise ValueError(f"{name}: expected one stimulus of shape {shape} or a batch (B, *{shape}), got {tuple(arr.shape)}")
 
 
+def _check_population(population, name="population"):
+    if not (callable(getattr(population, "sample", None)) and callable(getattr(population, "rate", None))):
+        raise TypeError(f"{name}: expected a jaxdecomp.neurons population (with .rate and .sample), "
+                        f"got {type(population).__name__}")
+
+
+def _all_concrete(tree) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def _close(a, b) -> bool:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return False
+    scale = max(float(np.max(np.abs(b), initial=0.0)), 1e-30)
+    return bool(np.all(np.abs(a - b) <= 1e-5 * np.abs(b) + 1e-6 * scale))
+
+
+def _check_population_matches(population, denoiser):
+    """An analytic denoiser is exact for ONE population (the one it was built with): check that the
+    population handed to the estimator is that one (neuron count always; values when concrete).
+
+    * :class:`~jaxdecomp.diffusion.analytic.GaussianMixtureDenoiser` with ``A``: the population must
+      be linear-Gaussian ``r = A x + b + sigma n`` with the denoiser's ``A``, ``b = 0`` and ``sigma``.
+    * :class:`~jaxdecomp.diffusion.analytic.GridDenoiser` with an encoder: the same pytree structure
+      and parameter values.
+    Other denoisers (networks, user functions) carry no population: nothing is checked.
+    """
+    from jaxdecomp.diffusion.analytic import GaussianMixtureDenoiser, GridDenoiser
+
+    if isinstance(denoiser, GaussianMixtureDenoiser):
+        n_own = denoiser.n_neurons
+        if n_own == 0:
+            return
+        x0 = jax.ShapeDtypeStruct(tuple(denoiser.shape), jnp.result_type(float))
+        try:
+            n = int(jax.eval_shape(population.rate, x0).shape[0])
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(f"population: cannot evaluate its rates on a stimulus of the denoiser's shape "
+                             f"{tuple(denoiser.shape)}: {err}") from err
+        if n != n_own:
+            raise ValueError(f"population: has {n} neurons but the denoiser was built for a population of "
+                             f"{n_own} neurons (A of shape {tuple(denoiser.A.shape)}); use denoiser.population")
+        rates = getattr(population, "rates", None)
+        A = getattr(rates, "A", None)
+        b = getattr(rates, "b", None)
+        sigma = getattr(population, "sigma", None)
+        if A is None or b is None or sigma is None:
+            raise ValueError(
+                f"population: the Gaussian-mixture denoiser is exact for the linear-Gaussian population "
+                f"r = A x + sigma * noise it was built with (denoiser.population), got a "
+                f"{type(population).__name__} with rates {type(rates).__name__}")
+        if not _all_concrete((A, b, sigma, denoiser.A, denoiser.noise_sd)):
+            return
+        A_pop = np.asarray(A, dtype=np.float64).reshape(n, -1)
+        sd = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (n,))
+        bad = [name for name, ok in (("A", _close(A_pop, denoiser.A)),
+                                     ("b", _close(np.asarray(b).reshape(-1), np.zeros(n))),
+                                     ("sigma", _close(sd, denoiser.noise_sd))) if not ok]
+        if bad:
+            raise ValueError(
+                f"population: differs from the population the denoiser was built with (its {', '.join(bad)} "
+                f"differ: the denoiser's conditional posterior would be that of another encoder, and I_local "
+                f"silently wrong); pass denoiser.population, or build the denoiser from this population's "
+                f"A and sigma")
+    elif isinstance(denoiser, GridDenoiser) and denoiser.encoder is not None:
+        own = denoiser.encoder
+        if own is population:
+            return
+        s1, s2 = jax.tree_util.tree_structure(population), jax.tree_util.tree_structure(own)
+        if s1 != s2:
+            raise ValueError(f"population: differs from the encoder the grid denoiser was built with "
+                             f"({type(population).__name__} against {type(own).__name__}); pass denoiser.encoder")
+        l1, l2 = jax.tree_util.tree_leaves(population), jax.tree_util.tree_leaves(own)
+        if _all_concrete((l1, l2)) and not all(_close(a, b) for a, b in zip(l1, l2)):
+            raise ValueError("population: its parameters differ from those of the encoder the grid denoiser was "
+                             "built with; pass denoiser.encoder (or build the denoiser from this population)")
+
+
+def _own_population(denoiser):
+    """The population an analytic Gaussian-mixture denoiser was built with, else None."""
+    from jaxdecomp.diffusion.analytic import GaussianMixtureDenoiser
+
+    if isinstance(denoiser, GaussianMixtureDenoiser) and denoiser.n_neurons > 0:
+        return denoiser.population
+    return None
+
+
 def _check_levels(levels) -> Levels:
-    levels = make_levels() if levels is None else levels
-    if not isinstance(levels, Levels):
-        raise TypeError(f"levels: expected a jaxdecomp.diffusion.schedules.Levels, got {type(levels).__name__}")
-    a, w = np.asarray(levels.log_snr, dtype=float), np.asarray(levels.weights, dtype=float)
-    if a.ndim != 1 or a.shape != w.shape or a.size == 0:
-        raise ValueError(f"levels: log_snr and weights must be equal-length 1-D arrays, got {a.shape} and {w.shape}")
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(w)) and np.isfinite(levels.lo) and np.isfinite(levels.hi)):
-        raise ValueError("levels: the log-SNR range and weights must be finite")
-    return levels
+    return check_levels(make_levels() if levels is None else levels)
 
 
 def _check_count(name, n, minimum=1):
-    if int(n) != n or int(n) < minimum:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected an integer >= {minimum}, got {type(n).__name__} {n!r}")
+    if not np.isfinite(n) or int(n) != n or int(n) < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {n}")
     return int(n)
 
@@ -164,6 +260,110 @@ def _map_tasks(fn, n_tasks: int, chunk: int):
     if n_tasks <= int(chunk):
         return jax.vmap(fn)(idx)
     return jax.lax.map(fn, idx, batch_size=int(chunk))
+
+
+# ------------------------------------------------------ small-noise tail
+def _phi(lam, g):
+    """``log1p(g lam) / lam`` (-> ``g`` as ``lam -> 0``), elementwise, for ``lam >= 0``."""
+    u = g * lam
+    small = u < 1e-4
+    safe = jnp.where(small, 1.0, lam)
+    return jnp.where(small, g * (1.0 - u / 2.0 + u * u / 3.0), jnp.log1p(u) / safe)
+
+
+def _dphi(lam, g):
+    """Derivative of :func:`_phi` in ``lam``."""
+    u = g * lam
+    small = u < 1e-3
+    safe = jnp.where(small, 1.0, lam)
+    return jnp.where(small, g * g * (-0.5 + 2.0 * u / 3.0 - 0.75 * u * u),
+                     (g / (1.0 + u) - jnp.log1p(u) / safe) / safe)
+
+
+@jax.custom_jvp
+def _spectral_phi(M, g):
+    """``Phi(M) = M^{-1} log(I + g M)`` for a symmetric PSD matrix ``M`` (a spectral function).
+
+    The custom JVP is the Daleckii-Krein formula, finite at repeated eigenvalues (autodiff
+    through ``eigh`` would give NaN there)."""
+    lam, U = jnp.linalg.eigh(M)
+    lam = jnp.maximum(lam, 0.0)
+    return (U * _phi(lam, g)[None, :]) @ U.T
+
+
+@_spectral_phi.defjvp
+def _spectral_phi_jvp(primals, tangents):
+    (M, g), (dM, dg) = primals, tangents
+    lam, U = jnp.linalg.eigh(M)
+    lam = jnp.maximum(lam, 0.0)
+    f = _phi(lam, g)
+    diff = lam[:, None] - lam[None, :]
+    close = jnp.abs(diff) <= 1e-6 * (1.0 + jnp.abs(lam[:, None]) + jnp.abs(lam[None, :]))
+    mid = 0.5 * (lam[:, None] + lam[None, :])
+    F = jnp.where(close, _dphi(mid, g), (f[:, None] - f[None, :]) / jnp.where(close, 1.0, diff))
+    dM = 0.5 * (dM + dM.T)
+    d_g = (U * (1.0 / (1.0 + g * lam))[None, :]) @ U.T * dg       # d Phi / d g = (I + g M)^{-1}
+    return (U * f[None, :]) @ U.T, U @ (F * (U.T @ dM @ U)) @ U.T + d_g
+
+
+def _has_method(population, name) -> bool:
+    """Whether ``population.name`` is implemented (not the abstract default that raises)."""
+    from jaxdecomp._interfaces import Encoder
+
+    method = getattr(type(population), name, None)
+    return method is not None and method is not getattr(Encoder, name, None)
+
+
+def small_noise_tail(population, x, g_hi):
+    """The small-noise end of the I_local integral, per pixel: ``1/2 diag log(I + g_hi J(x))``.
+
+    Beyond the finest level (noise variance ``g <= g_hi``) the prior is flat on the scale of the
+    blur, ``p(x' | x_g) ~ N(x_g, g I)``, and the likelihood is locally Gaussian with precision
+    ``J = J(x)`` (the Fisher information at the clean stimulus). ``p(r | x_g)`` is then a Gaussian
+    channel whose Fisher information about ``x_g`` is ``J (I + g J)^{-1}``, and
+    ``1/2 int_0^{g_hi} J (I + g J)^{-1} dg = 1/2 log(I + g_hi J)`` (a matrix; its diagonal is the pixel
+    split, its trace ``1/2 log det(I + g_hi J)``). Exact for a Gaussian prior of covariance ``S`` with a
+    linear-Gaussian population up to ``O(g_hi / S)``; when ``g_hi J << 1`` it is the familiar
+    ``1/2 g_hi J_ii`` (the two differ by a relative ``g_hi J / 2``), and unlike it it stays right when
+    ``g_hi J >> 1`` (a very informative population: ``1/2 g J`` would grow without bound).
+
+    Computed from the rate Jacobian when the population declares ``fisher_weights`` (``J = K^T K``
+    with ``K = sqrt(w) df/dx``; one eigendecomposition of the smaller of ``K K^T`` (n x n) and
+    ``J`` (d x d)), else from ``population.fisher(x)`` (d x d), else from ``fisher_diag`` alone as
+    ``1/2 log(1 + g_hi J_ii)`` (exact for a diagonal Fisher matrix, e.g. a scalar stimulus).
+    Differentiable (the eigendecomposition has a custom JVP). Returns the shape of ``x``.
+    """
+    x = jnp.asarray(x)
+    dt = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.result_type(float)
+    x = x.astype(dt)
+    d = x.size
+    g = jnp.asarray(g_hi, dt)
+    if _has_method(population, "fisher_weights"):
+        f = population.rate(x)
+        n = f.shape[0]
+        jac_fn = jax.jacrev if n < d else jax.jacfwd
+        jac = jac_fn(population.rate)(x).reshape(n, d)
+        K = jnp.sqrt(jnp.maximum(population.fisher_weights(f), 0.0))[:, None] * jac
+        if n <= d:
+            P = _spectral_phi(K @ K.T, g)                     # (n, n)
+            diag = jnp.sum(K * (P @ K), axis=0)               # diag(K^T Phi(K K^T) K)
+        else:
+            J = K.T @ K
+            diag = jnp.sum(J * _spectral_phi(J, g), axis=0)   # diag(J Phi(J)) = diag log(I + g J)
+        return (0.5 * diag).reshape(x.shape)
+    if d == 1 or not _has_full_fisher(population, x):
+        return 0.5 * jnp.log1p(g * jnp.maximum(population.fisher_diag(x), 0.0)).reshape(x.shape)
+    J = jnp.reshape(population.fisher(x), (d, d))
+    J = 0.5 * (J + J.T)
+    return (0.5 * jnp.sum(J * _spectral_phi(J, g), axis=0)).reshape(x.shape)
+
+
+def _has_full_fisher(population, x) -> bool:
+    try:
+        jax.eval_shape(population.fisher, x)
+    except NotImplementedError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------- I_local and Kong-2
@@ -269,7 +469,7 @@ def _ilocal_jit(key, denoiser, population, x, nodes, weights, g_hi, *, n_samples
         w = weights.astype(means.dtype)
         m = jnp.tensordot(w, means, axes=1)
         if fisher_tail:
-            m = m + 0.5 * g_hi * population.fisher_diag(xi).reshape(xi.shape)
+            m = m + small_noise_tail(population, xi, g_hi).astype(m.dtype)
         return MapResult(m, m.sum(), jnp.sqrt(jnp.sum(w**2 * var)))
 
     if not batched:
@@ -299,8 +499,9 @@ def ilocal(key, denoiser, population, x, *, response_sampler: str = "posterior_s
       * ``"clean"``: ``r ~ p(r | x)``; this is Kong et al.'s second measure (Kong-2), not I_local.
     levels: log-SNR quadrature. The paper's protocol is ``levels=schedules.levels("paper"),
       response_sampler="posterior_mean", n_samples=50`` (24 DDPM timesteps, trapezoid in log-SNR).
-    n_samples: ``(x_g, r)`` draws per level (the paper: 50). fisher_correction: add the exact
-    small-noise tail ``1/2 g(hi) J_ii(x)`` from the population's Fisher diagonal (else extrapolate).
+    n_samples: ``(x_g, r)`` draws per level (the paper: 50). fisher_correction: add the
+    small-noise tail ``1/2 diag log(I + g(hi) J(x))`` from the population's Fisher information
+    (:func:`small_noise_tail`; else extrapolate ``f(hi)``).
     chunk: evaluations in flight at once (memory bound).
     score_gradient: add the zero-valued score-function surrogates that make ``jax.grad`` unbiased
       (values are unchanged either way; needs ``population.log_prob``). ``False``: pathwise-only
@@ -317,14 +518,15 @@ def ilocal(key, denoiser, population, x, *, response_sampler: str = "posterior_s
     """
     if response_sampler not in RESPONSE_SAMPLERS:
         raise ValueError(f"response_sampler: expected one of {RESPONSE_SAMPLERS}, got {response_sampler!r}")
-    if not hasattr(population, "sample"):
-        raise TypeError(f"population: expected a jaxdecomp.neurons population (with .sample), got {type(population).__name__}")
+    _check_population(population)
+    key = check_key(key)
     n_samples = _check_count("n_samples", n_samples, 2)
     n_steps = _check_count("n_steps", n_steps)
     chunk = _check_count("chunk", chunk)
     levels = _check_levels(levels)
     shape = _stimulus_shape(denoiser, x, stimulus_shape)
     x, batched = _check_x(x, shape)
+    _check_population_matches(population, denoiser)
     fisher_tail = bool(levels.tails and fisher_correction)
     if fisher_tail and not hasattr(population, "fisher_diag"):
         raise TypeError("population: fisher_correction=True needs population.fisher_diag; pass fisher_correction=False")
@@ -384,13 +586,14 @@ def specific_surprise(key, denoiser, population, x, *, levels: Levels | None = N
     with exact denoisers (score term ``grad log p(r | x; theta)`` of the response draw; see the
     module docstring).
     """
-    if not hasattr(population, "sample"):
-        raise TypeError(f"population: expected a jaxdecomp.neurons population, got {type(population).__name__}")
+    _check_population(population)
+    key = check_key(key)
     n_samples = _check_count("n_samples", n_samples, 2)
     chunk = _check_count("chunk", chunk)
     levels = _check_levels(levels)
     shape = _stimulus_shape(denoiser, x, stimulus_shape)
     x, batched = _check_x(x, shape)
+    _check_population_matches(population, denoiser)
     nodes, weights = _nodes(levels, extrapolate_hi=True)
     return _surprise_jit(key, _as_pytree(denoiser, "denoiser"), population, x, jnp.asarray(nodes, x.dtype),
                          jnp.asarray(weights, x.dtype), n_samples=n_samples, chunk=chunk, batched=batched,
@@ -399,7 +602,8 @@ def specific_surprise(key, denoiser, population, x, *, levels: Levels | None = N
 
 # ------------------------------------------------------ population MI (pairs)
 @partial(jax.jit, static_argnames=("form", "n_noise", "chunk"))
-def _mi_jit(key, denoiser, x, r, nodes, weights, *, form, n_noise, chunk):
+def _mi_jit(key, denoiser, x, r, nodes, *, form, n_noise, chunk):
+    """Per pair and node, the integrand averaged over ``n_noise`` draws: (N, L)."""
     n_pairs, n_nodes = x.shape[0], nodes.shape[0]
     per_pair = n_nodes * n_noise
 
@@ -413,14 +617,25 @@ def _mi_jit(key, denoiser, x, r, nodes, weights, *, form, n_noise, chunk):
             return 0.5 * jnp.sum((ec - eu) ** 2)
         return 0.5 * (jnp.sum((eps - eu) ** 2) - jnp.sum((eps - ec) ** 2))
 
-    vals = _map_tasks(task, n_pairs * per_pair, chunk).reshape(n_pairs, n_nodes, n_noise).mean(-1)
-    per = vals @ weights.astype(vals.dtype)
-    return per.mean(), per.std(ddof=1) / jnp.sqrt(n_pairs), per
+    return _map_tasks(task, n_pairs * per_pair, chunk).reshape(n_pairs, n_nodes, n_noise).mean(-1)
+
+
+@jax.jit
+def _tail_totals(population, x, g_hi):
+    """``1/2 log det(I + g_hi J(x_j))`` per stimulus of the batch ``x``: (N,)."""
+    return jax.lax.map(lambda xi: jnp.sum(small_noise_tail(population, xi, g_hi)), x)
+
+
+#: Mean integrand at the finest level above which the extrapolated small-noise tail of
+#: :func:`mutual_information` (without ``population``) is flagged: the tail assumes
+#: ``f(a) ~ e^{-a}`` beyond ``hi``; it underestimates by about ``f(hi)^2`` nats (exactly
+#: ``1/2 log(1+u) - 1/2 u/(1+u)`` per stimulus direction with ``u = g_hi J``).
+MI_TAIL_WARN = 0.02
 
 
 def mutual_information(key, denoiser, x, r, *, levels: Levels | None = None, form: str = "orthogonal",
                        n_noise: int = 1, chunk: int = 4096, stimulus_shape=None,
-                       return_pairs: bool = False) -> Estimate:
+                       return_pairs: bool = False, population=None) -> Estimate:
     """Population I(R;X) from paired samples ``(x_j, r_j) ~ p(x, r)`` (I-MMSE).
 
     form: ``"orthogonal"`` (``1/2 int E ||eps_hat(x_a,a,r) - eps_hat(x_a,a)||^2 da``, Kong et al.'s
@@ -428,19 +643,32 @@ def mutual_information(key, denoiser, x, r, *, levels: Levels | None = None, for
     ||eps - eps_hat(x_a,a,r)||^2] da``). x: ``(N, *S)``; r: ``(N, n_neurons)``; ``N >= 2``.
     n_noise: noise draws per pair and level. Returns :class:`Estimate` (value, standard error over
     pairs); with ``return_pairs`` its ``info`` is ``{"per_pair": (N,) values}`` (their mean is
-    ``value``), else ``None``. Both tails are extrapolated.
+    ``value``), else ``None``.
+
+    Tails (with ``levels.tails``): the large-noise one is extrapolated (``f(lo)``). The small-noise
+    one is exact with ``population`` (the encoder that produced ``r``; by default the population
+    of a Gaussian-mixture oracle built with ``A``): per pair
+    ``1/2 log det(I + g(hi) J(x_j))`` (:func:`small_noise_tail`), right at any ``g(hi) J`` (e.g. a
+    population with noise SD 1e-4); without it the integrand is extrapolated as ``f(hi)``, which
+    assumes ``g(hi) J << 1`` and underestimates otherwise: a ``RuntimeWarning`` is raised when the
+    mean integrand at ``hi`` exceeds :data:`MI_TAIL_WARN` (concrete inputs only).
     """
     if form not in ("orthogonal", "gap"):
         raise ValueError(f"form: expected 'orthogonal' or 'gap', got {form!r}")
+    key = check_key(key)
     n_noise = _check_count("n_noise", n_noise)
     chunk = _check_count("chunk", chunk)
     levels = _check_levels(levels)
-    x_arr = jnp.asarray(x)
-    shape = _stimulus_shape(denoiser, x_arr[0] if x_arr.ndim else x_arr, stimulus_shape)
-    x, batched = _check_x(x, shape)
+    x_arr, _ = _check_x(x, tuple(np.shape(x)))
+    if x_arr.ndim == 0:
+        raise ValueError(f"x: expected a batch of paired stimuli (N, ...), got a scalar")
+    shape = _stimulus_shape(denoiser, x_arr[0], stimulus_shape)
+    x, batched = _check_x(x_arr, shape)
     if not batched:
         raise ValueError(f"x: expected a batch of paired stimuli (N, *{shape}), got {tuple(x.shape)}")
-    r = jnp.asarray(r)
+    if not isinstance(r, jax.core.Tracer):
+        r_host = _check_x(r, tuple(np.shape(r)), name="r")[0]
+    r = jnp.asarray(r if isinstance(r, jax.core.Tracer) else r_host)
     if r.ndim != 2:
         raise ValueError(f"r: expected responses of shape (N, n_neurons), got {tuple(r.shape)}")
     if r.shape[0] != x.shape[0]:
@@ -449,7 +677,32 @@ def mutual_information(key, denoiser, x, r, *, levels: Levels | None = None, for
         raise ValueError("r: contains NaN or infinite values")
     if x.shape[0] < 2:
         raise ValueError(f"x: need at least 2 pairs for a standard error, got {x.shape[0]}")
-    nodes, weights = _nodes(levels, extrapolate_hi=True)
-    value, stderr, per = _mi_jit(key, _as_pytree(denoiser, "denoiser"), x, r.astype(x.dtype), jnp.asarray(nodes, x.dtype),
-                       jnp.asarray(weights, x.dtype), form=form, n_noise=n_noise, chunk=chunk)
+    if population is None:
+        population = _own_population(denoiser)
+    else:
+        _check_population(population, "population")
+        _check_population_matches(population, denoiser)
+    if population is not None:
+        n_pop = int(jax.eval_shape(population.rate, jax.ShapeDtypeStruct(shape, x.dtype)).shape[0])
+        if n_pop != r.shape[1]:
+            raise ValueError(f"r: has {r.shape[1]} neurons per response but population has {n_pop}")
+    closed_tail = bool(levels.tails and population is not None)
+    nodes, weights = _nodes(levels, extrapolate_hi=not closed_tail)
+    vals = _mi_jit(key, _as_pytree(denoiser, "denoiser"), x, r.astype(x.dtype), jnp.asarray(nodes, x.dtype),
+                   form=form, n_noise=n_noise, chunk=chunk)
+    per = vals @ jnp.asarray(weights, x.dtype)
+    g_hi = float(np.exp(-levels.hi))
+    if closed_tail:
+        per = per + _tail_totals(population, x, jnp.asarray(g_hi, x.dtype)).astype(per.dtype)
+    elif levels.tails and not isinstance(vals, jax.core.Tracer):
+        top = float(jnp.mean(vals[:, -1]))          # the extrapolated node at hi
+        if top > MI_TAIL_WARN:
+            warnings.warn(
+                f"mutual_information: the integrand at the finest level (log_snr = {levels.hi:g}) is "
+                f"{top:.3g}, not yet in its small-noise regime (g J << 1), so the tail extrapolated beyond it "
+                f"underestimates I(R;X) (by about {top**2:.2g} nats or more). Pass population= (the "
+                f"encoder) for the exact small-noise tail 1/2 log det(I + g J(x)), or raise levels.hi "
+                f"(with an exact or well-trained denoiser).", RuntimeWarning, stacklevel=2)
+    value = per.mean()
+    stderr = per.std(ddof=1) / jnp.sqrt(per.shape[0])
     return Estimate(value, stderr, {"per_pair": per} if return_pairs else None)

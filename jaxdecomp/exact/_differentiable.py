@@ -22,6 +22,8 @@ from jaxdecomp.exact._engine import (
     _options,
     _plan,
     _Plan,
+    _check_flag,
+    _check_resolution,
     _settings,
     all_measures,
     cissi,
@@ -187,7 +189,7 @@ class DifferentiableMeasure:
 
 
 def differentiable(measure, grid: Grid, population, *, given=None, per_dim: bool = False,
-                   **options) -> DifferentiableMeasure:
+                   check: bool = True, **options) -> DifferentiableMeasure:
     """A measure of the exact engine as a differentiable function of the population.
 
     ``fn = differentiable(measure, grid, population, **options)``; then ``fn(pop)``
@@ -215,6 +217,9 @@ def differentiable(measure, grid: Grid, population, *, given=None, per_dim: bool
         whose amplitudes may grow), or a smaller ``tail``.
     given: a fixed conditioning population R1 (``ilocal``/``kong2`` only; not differentiated).
     per_dim: I_local per stimulus dimension, (m, d) (``ilocal`` only).
+    check: for ``ilocal`` / ``kong2``, refuse a grid that does not resolve the posterior of
+        ``population`` (as :func:`jaxdecomp.exact.ilocal` does; ``False``: warn). The completeness
+        check of the public functions needs concrete values and is not made by ``fn``.
     options: as for the public functions: response cells (``tail``, ``points_per_sigma``,
         ``max_cells``, ``rate_range``) and the noise integral (``n_levels``, ``g_min``,
         ``g_max``, ``blur_points``, ``chunk``).
@@ -249,4 +254,8 @@ def differentiable(measure, grid: Grid, population, *, given=None, per_dim: bool
                     f"{f.min():.3g}); the gradient of log p(r|x) is infinite at a zero rate. Add a positive baseline."
                 )
         _settings(plan.points, integral)  # validate the noise-integral settings now, not at trace time
+        if {"ilocal", "kong2"} & set(names):
+            # the grid must resolve the posterior of the population given here (ilocal's check);
+            # completeness cannot be checked on traced values: compare with exact.ilocal if in doubt
+            _check_resolution(plan, population, integral, _check_flag(check))
     return DifferentiableMeasure(plan, names, single, integral, bool(per_dim), population)

@@ -47,12 +47,14 @@ Numerics (all settings are keyword arguments of the public functions):
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdecomp._checks import check_float, check_int, check_key
 from jaxdecomp._interfaces import Encoder, Estimate
 from jaxdecomp._quadrature import gauss_legendre, log_snr_from_variance, variance_from_log_snr
 from jaxdecomp.exact._grid import Grid, axes_of
@@ -120,6 +122,22 @@ def _check_inputs(grid, population, given=None):
                         f"jaxdecomp.neurons.Encoder), got {type(given).__name__}")
 
 
+def _check_stimulus_dimension(grid: Grid, population, points) -> None:
+    """The population must take the grid's stimuli: a (1-D) tuning model evaluated on 2-D points
+    would otherwise broadcast silently or fail deep inside JAX."""
+    x0 = jnp.asarray(points[0])
+    try:
+        out = jax.eval_shape(population.rate, x0)
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(
+            f"population: cannot evaluate its rates at a grid point of shape {tuple(x0.shape)} (grid: "
+            f"{grid.ndim}-D stimuli): {err}. Use tuning curves for {grid.ndim}-D stimuli (e.g. centers of shape "
+            f"(n, {grid.ndim})) or a grid of the population's stimulus dimension") from err
+    if len(out.shape) != 1:
+        raise ValueError(f"population: its rates at a grid point of shape {tuple(x0.shape)} have shape "
+                         f"{tuple(out.shape)}, expected (n,) (grid: {grid.ndim}-D stimuli)")
+
+
 def _has_closed_form_fisher(population, x) -> bool:
     try:
         jax.eval_shape(population.fisher_diag, x)
@@ -133,6 +151,7 @@ def _plan(grid: Grid, population, given=None, cell_kw=None, cells=None) -> _Plan
     _check_inputs(grid, population, given)
     pop = population if given is None else joint_population(given, population)
     points = np.asarray(grid.points, dtype=np.float64)
+    _check_stimulus_dimension(grid, pop, points)
     if cells is None:
         cells = response_cells(pop, points, **(cell_kw or {}))
     sizes = (1, cells.points.shape[0]) if given is None else tuple(int(k) for k in cells.sizes)
@@ -204,7 +223,19 @@ class Integral(NamedTuple):
     chunk: int = 512
 
 
+def _validate_integral(integral: Integral) -> None:
+    check_int("n_levels", integral.n_levels, minimum=2)
+    for name in ("g_min", "g_max"):
+        v = getattr(integral, name)
+        if v is not None:
+            check_float(name, v, positive=True)
+    if integral.blur_points is not None:
+        check_int("blur_points", integral.blur_points, minimum=8)
+    check_int("chunk", integral.chunk, minimum=1)
+
+
 def _settings(grid_points, integral: Integral):
+    _validate_integral(integral)
     axes = axes_of(np.asarray(grid_points))
     lo = np.array([a[0] for a in axes])
     hi = np.array([a[-1] for a in axes])
@@ -339,10 +370,125 @@ def _evaluate(plan: _Plan, population, names, integral: Integral = Integral(), p
     return {k: out[k] for k in names}
 
 
+# ----------------------------------------------------------------------------- accuracy checks
+
+#: Largest ``h_i^2 (J_ii(x) + 1/Var_i(X))`` accepted (``h_i``: grid spacing along axis ``i``; ``J``:
+#: Fisher information at a grid point; ``Var_i(X)``: prior variance, a stand-in for the prior's
+#: curvature), i.e. the spacing must be below ``0.71`` posterior SDs. Measured on the linear-Gaussian
+#: closed form (``docs/numerics.md`` §5): I_local is off by a relative 4e-6 at 0.12, 3.7e-4 at 0.49,
+#: 2.6e-3 at 1, 1.2e-2 at 2, 0.38 at 16 (the small-noise piece over ``[0, g_min]`` and then the grid's
+#: posterior break down), while the grid MI stays within 1e-6 up to 4.
+RESOLUTION_LIMIT = 0.5
+#: Largest accepted ``|sum_j w_j I(x_j) - I(R;X)|``, relative to ``I(R;X)`` (plus ``COMPLETENESS_ATOL``),
+#: for I_local and Kong-2; both sides come from the same grid and response tables.
+COMPLETENESS_RTOL = 1e-3
+COMPLETENESS_ATOL = 1e-6
+
+
+class GridResolutionError(ValueError):
+    """The grid (or the noise integral's ``g_min``) does not resolve the posterior: I_local would be
+    wrong. The message names the fix (a finer grid: ``m`` per axis, or a narrower range)."""
+
+
+def _report(message: str, check: bool):
+    if check:
+        raise GridResolutionError(message)
+    warnings.warn(message + " (check=False: returning the unchecked result)", RuntimeWarning, stacklevel=5)
+
+
+def _check_resolution(plan: _Plan, population, integral: Integral, check: bool, J0=None) -> None:
+    """Refuse (``check=True``) or warn when the grid spacing is not well below the posterior SD
+    ``1/sqrt(J(x) + prior precision)`` at some grid point, or when ``g_min J(x)`` is not small."""
+    points = np.asarray(plan.points)
+    X = points[:, None] if points.ndim == 1 else points
+    axes = axes_of(X)
+    h = np.array([(a[-1] - a[0]) / (a.size - 1) for a in axes])
+    if J0 is None:
+        J0 = _head_fisher(plan, population, jnp.asarray(plan.points))
+    J = np.asarray(J0, dtype=np.float64).reshape(X.shape[0], -1)
+    if J.shape[1] != X.shape[1]:
+        return  # a per-pixel Fisher of another shape: nothing to compare with the axes
+    w = np.asarray(plan.w)
+    mean = w @ X
+    var = w @ (X - mean) ** 2
+    prior_prec = np.where(var > 0, 1.0 / np.maximum(var, 1e-300), 0.0)
+    jmax = np.max(np.where(np.isfinite(J), J, np.inf), axis=0)
+    ratio = h**2 * (jmax + prior_prec)
+    _, _, g_min, _, _ = _settings(plan.points, integral)
+    u = g_min * float(np.max(jmax))
+    if np.all(ratio <= RESOLUTION_LIMIT) and u <= 0.75 * RESOLUTION_LIMIT:
+        return
+    if not np.all(np.isfinite(jmax)):
+        _report("population: its Fisher information is infinite or NaN at some grid point; I_local cannot be "
+                "computed there (a Poisson rate of 0 with a non-zero slope, or a non-smooth tuning curve)", check)
+        return
+    h_need = np.sqrt(RESOLUTION_LIMIT / (jmax + prior_prec))
+    span = np.array([a[-1] - a[0] for a in axes])
+    m_need = [int(np.ceil(sp / hn)) + 1 for sp, hn in zip(span, h_need)]
+    worst = int(np.argmax(J.max(axis=1)))
+    where = points[worst]
+    per_axis = "m" if len(axes) == 1 else "m per axis"
+    msg = (
+        f"grid: too coarse for this population: the spacing h = {', '.join(f'{v:.4g}' for v in h)} is not well below "
+        f"the posterior SD 1/sqrt(J + prior precision) = "
+        f"{', '.join(f'{v:.4g}' for v in 1 / np.sqrt(jmax + prior_prec))} (Fisher information up to "
+        f"{', '.join(f'{v:.4g}' for v in jmax)} at x = {np.round(where, 6).tolist()}), h^2 (J + prior precision) = "
+        f"{', '.join(f'{v:.3g}' for v in ratio)} > {RESOLUTION_LIMIT}; the grid cannot resolve the posterior and "
+        f"I_local would be wrong (its mean would not be I(R;X)). Use {per_axis} >= {', '.join(map(str, m_need))} "
+        f"over the same range (spacing <= {', '.join(f'{v:.4g}' for v in h_need)}), or a narrower range, "
+        f"or a less informative population"
+    )
+    if np.all(ratio <= RESOLUTION_LIMIT):
+        msg = (f"g_min: g_min J = {u:.3g} > {0.75 * RESOLUTION_LIMIT} (g_min = {g_min:.4g}, Fisher information up "
+               f"to {float(np.max(jmax)):.4g}): the small-noise piece [0, g_min] of the noise integral would be "
+               f"inaccurate; use g_min <= {0.75 * RESOLUTION_LIMIT / float(np.max(jmax)):.4g} (the default "
+               f"0.75 h^2 is fine on this grid)")
+    _report(msg, check)
+
+
+def _target_mi(plan: _Plan, population):
+    """``(I, H(X))``: the information I_local / Kong-2 must average to, from the plan's own tables:
+    I(R;X), or I(R;X|R1) = I(R1,R;X) - I(R1;X) when conditional."""
+    pop = population if plan.given is None else joint_population(plan.given, population)
+    w = jnp.asarray(plan.w)
+    P = plan.table(pop, jnp.asarray(plan.points))
+    mi = _discrete(w, P, plan.cells.volumes)["mutual_information"]
+    if plan.given is not None:
+        K1, K2 = plan.sizes
+        mi = mi - _discrete(w, P.reshape(P.shape[0], K1, K2).sum(-1))["mutual_information"]
+    return float(mi), float(-jnp.sum(_plogp(w)))
+
+
+def _check_completeness(plan: _Plan, population, values: dict, check: bool) -> None:
+    """Refuse (or warn) when the prior mean of I_local / Kong-2 is off the grid MI by more than the
+    stated tolerance, or above H(X)."""
+    mi, H = _target_mi(plan, population)
+    w = np.asarray(plan.w)
+    for name in ("ilocal", "kong2"):
+        v = values.get(name)
+        if v is None:
+            continue
+        v = np.asarray(v)
+        mean = float(w @ (v.sum(axis=1) if v.ndim == 2 else v))
+        gap = mean - mi
+        if abs(gap) > COMPLETENESS_RTOL * abs(mi) + COMPLETENESS_ATOL or mean > H + COMPLETENESS_ATOL:
+            _report(
+                f"{name}: completeness fails on this grid: the prior mean {mean:.6g} differs from I(R;X) = "
+                f"{mi:.6g} computed from the same tables (by {gap:.3g}, tolerance {COMPLETENESS_RTOL:g} relative; "
+                f"H(X) on the grid = {H:.6g}). The noise integral is not converged: refine the grid (larger m), "
+                f"raise n_levels or blur_points, or check g_min / g_max", check)
+
+
 # ----------------------------------------------------------------------------- public API
 
 
 _CELL_FIELDS = ("max_cells", "tail", "points_per_sigma", "rate_range")
+
+
+def _check_flag(check) -> bool:
+    if not isinstance(check, (bool, np.bool_)):
+        raise TypeError(f"check: expected a bool, got {type(check).__name__}")
+    return bool(check)
 
 
 def _options(kw, integral_allowed: bool = True, cells_allowed: bool = True):
@@ -402,7 +548,8 @@ cissi = _discrete_measure(
 
 
 @_x64
-def ilocal(grid: Grid, population, *, given=None, per_dim: bool = False, **options) -> np.ndarray:
+def ilocal(grid: Grid, population, *, given=None, per_dim: bool = False, check: bool = True,
+           **options) -> np.ndarray:
     """I_local(x) in nats at every grid point: (m,), or (m, d) per stimulus dimension with
     ``per_dim=True`` (rows sum to I_local).
 
@@ -411,35 +558,55 @@ def ilocal(grid: Grid, population, *, given=None, per_dim: bool = False, **optio
     ilocal(R, given=R1)``). Noise-integral settings: ``n_levels``, ``g_min``, ``g_max``,
     ``blur_points``, ``chunk`` (see the module docstring); response-cell settings:
     ``max_cells``, ``tail``, ``points_per_sigma`` (see ``response_cells``).
+
+    Accuracy is checked, not assumed (``check=True``): before the noise integral, the grid must
+    resolve the posterior (``h^2 (J(x) + prior precision) <= RESOLUTION_LIMIT`` at every grid point,
+    ``h`` the spacing, ``J`` the Fisher information); after it, the prior mean of I_local must equal
+    the grid's I(R;X) within ``COMPLETENESS_RTOL`` (and never exceed H(X)). Otherwise a
+    :class:`GridResolutionError` (a ValueError) names the fix, e.g. the ``m`` that would do.
+    ``check=False`` turns both into a ``RuntimeWarning`` and returns the unchecked values.
     """
+    check = _check_flag(check)
     integral, cells = _options(options)
     plan = _plan(grid, population, given, cells)
-    return _evaluate(plan, population, ("ilocal",), integral, per_dim)["ilocal"]
+    _check_resolution(plan, population, integral, check)
+    out = _evaluate(plan, population, ("ilocal",), integral, per_dim)
+    _check_completeness(plan, population, out, check)
+    return out["ilocal"]
 
 
 @_x64
-def kong2(grid: Grid, population, *, given=None, **options) -> np.ndarray:
+def kong2(grid: Grid, population, *, given=None, check: bool = True, **options) -> np.ndarray:
     """Kong et al.'s second pointwise measure: the I_local integrand with ``r ~ p(r | x)``
     instead of ``p(r | x_g)``, (m,). Averages to I(R;X) but is neither local nor additive.
-    Options as for :func:`ilocal`."""
+    Options and accuracy checks as for :func:`ilocal`."""
+    check = _check_flag(check)
     integral, cells = _options(options)
     plan = _plan(grid, population, given, cells)
-    return _evaluate(plan, population, ("kong2",), integral)["kong2"]
+    _check_resolution(plan, population, integral, check)
+    out = _evaluate(plan, population, ("kong2",), integral)
+    _check_completeness(plan, population, out, check)
+    return out["kong2"]
 
 
 @_x64
-def all_measures(grid: Grid, population, **options) -> dict[str, np.ndarray]:
+def all_measures(grid: Grid, population, *, check: bool = True, **options) -> dict[str, np.ndarray]:
     """Every measure at once (shares the response table and the noise integral):
     keys ``mutual_information`` (a float), ``fisher``, ``ilocal``, ``kong2``,
     ``specific_information``, ``ssi``, ``specific_surprise``, ``cissi`` (each (m,) float64).
-    Options as for :func:`ilocal`."""
+    Options and accuracy checks (``check``) as for :func:`ilocal`."""
+    check = _check_flag(check)
     integral, cells = _options(options)
-    return _evaluate(_plan(grid, population, cell_kw=cells), population, MEASURE_NAMES, integral)
+    plan = _plan(grid, population, cell_kw=cells)
+    _check_resolution(plan, population, integral, check)
+    out = _evaluate(plan, population, MEASURE_NAMES, integral)
+    _check_completeness(plan, population, out, check)
+    return out
 
 
 @_x64
 def monte_carlo_measures(key, grid: Grid, population, *, n_samples: int = 20000, n_batches: int = 10,
-                         **options) -> dict[str, Estimate]:
+                         check: bool = True, **options) -> dict[str, Estimate]:
     """Every measure of :func:`all_measures` with responses sampled instead of enumerated,
     for populations too large to enumerate (many neurons).
 
@@ -448,19 +615,26 @@ def monte_carlo_measures(key, grid: Grid, population, *, n_samples: int = 20000,
     ``p(r|x) / q(r)`` with ``q`` exact on the grid, so every sum over responses is
     unbiased). Returns ``{name: Estimate(value, stderr)}``: the batch mean and the
     standard error of that mean (float64; a float for the MI, (m,) arrays otherwise). The grid sums and the noise integral stay exact.
-    Options: the noise-integral settings of :func:`ilocal`.
+    Options: the noise-integral settings of :func:`ilocal`. The grid-resolution check of
+    :func:`ilocal` applies (``check``); completeness is not checked here (the MI is itself an estimate).
     """
+    check = _check_flag(check)
+    n_samples, n_batches = check_int("n_samples", n_samples), check_int("n_batches", n_batches)
     if int(n_batches) < 2 or int(n_samples) < 2 * int(n_batches):
         raise ValueError(f"n_samples, n_batches: need n_batches >= 2 and n_samples >= 2 n_batches, "
                          f"got {n_samples}, {n_batches}")
     _check_inputs(grid, population)
+    key = check_key(key)
     settings = _options(options, cells_allowed=False)[0]
     per = int(n_samples) // int(n_batches)
     runs = []
     for b in range(int(n_batches)):
         cells = sampled_cells(jax.random.fold_in(key, b), population, grid.points, grid.weights, per)
         names = tuple(k for k in MEASURE_NAMES if k != "fisher")
-        out = _evaluate(_plan(grid, population, cells=cells), population, names, settings)
+        plan = _plan(grid, population, cells=cells)
+        if b == 0:
+            _check_resolution(plan, population, settings, check)
+        out = _evaluate(plan, population, names, settings)
         runs.append({k: np.asarray(v) for k, v in out.items()})
     result = {}
     for name in runs[0]:

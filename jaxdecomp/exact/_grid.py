@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdecomp._checks import as_array, is_concrete
+from jaxdecomp._checks import as_array, check_float, check_int, is_concrete
 
 
 @jax.tree_util.register_pytree_node_class
@@ -40,6 +40,7 @@ class Grid:
                 raise ValueError(f"weights: prior masses must sum to 1, got {w.sum():.9g}")
             if p.ndim == 2 and p.shape[1] == 1:
                 p = p[:, 0]
+            _check_lattice(p)
             # kept as float64 numpy arrays: jax arrays outside the x64 mode would be float32
             self.points, self.weights = p, w
         else:
@@ -70,6 +71,33 @@ class Grid:
         return f"Grid(m={self.size}, ndim={self.ndim})"
 
 
+def _check_lattice(p: np.ndarray) -> None:
+    """Raise a ValueError naming ``points`` unless they are equally spaced (1-D), or the full
+    tensor product of two equally spaced axes (2-D): the engine's blur sums, its ``g_min`` and its
+    resolution check all assume one spacing per axis."""
+    q = p[:, None] if p.ndim == 1 else p
+    axes = axes_of(q)
+    if len({tuple(row) for row in q.tolist()}) != q.shape[0]:
+        raise ValueError("points: contains repeated grid points")
+    for i, a in enumerate(axes):
+        name = "points" if q.shape[1] == 1 else f"points[:, {i}]"
+        if a.size < 2:
+            raise ValueError(f"{name}: need at least 2 distinct coordinates per axis, got {a.size}")
+        d = np.diff(a)
+        h = (a[-1] - a[0]) / (a.size - 1)
+        if np.max(np.abs(d - h)) > 1e-6 * h:
+            raise ValueError(
+                f"{name}: the exact engine needs equally spaced grid points (its noise integral, g_min and "
+                f"resolution check use one spacing per axis); spacings range from {d.min():.6g} to "
+                f"{d.max():.6g}. Use np.linspace, or put the prior on an equally spaced grid and give unequal "
+                f"masses through weights (zero where there is no support)")
+    if q.shape[1] == 2 and q.shape[0] != axes[0].size * axes[1].size:
+        raise ValueError(
+            f"points: a 2-D grid must be the full tensor product of its axes ({axes[0].size} x {axes[1].size} = "
+            f"{axes[0].size * axes[1].size} points), got {q.shape[0]} points; use exact.grid_2d(xs, ys, density) "
+            f"(zero density where there is no support)")
+
+
 def _normalise(density) -> np.ndarray:
     d = np.asarray(density, dtype=np.float64)
     if not np.all(np.isfinite(d)) or np.any(d < 0):
@@ -92,8 +120,9 @@ def _gauss_logpdf(x, mean, var):
 
 def gaussian_grid(mean: float = 0.0, var: float = 1.0, *, lo=None, hi=None, m: int = 401) -> Grid:
     """1-D Gaussian prior N(mean, var) on ``m`` equally spaced points (default mean ± 7 SD)."""
-    if not var > 0:
-        raise ValueError(f"var: prior variance must be positive, got {var}")
+    mean = check_float("mean", mean)
+    var = check_float("var", var, positive=True)
+    m = check_int("m", m, minimum=3)
     sd = np.sqrt(var)
     lo = mean - 7 * sd if lo is None else lo
     hi = mean + 7 * sd if hi is None else hi
@@ -103,8 +132,15 @@ def gaussian_grid(mean: float = 0.0, var: float = 1.0, *, lo=None, hi=None, m: i
 
 def mixture_grid(means, variances, mix=None, *, lo=None, hi=None, m: int = 401) -> Grid:
     """1-D Gaussian-mixture prior on ``m`` equally spaced points (default range ± 7 SD around the modes)."""
-    means = np.atleast_1d(np.asarray(means, dtype=np.float64))
-    variances = np.broadcast_to(np.asarray(variances, dtype=np.float64), means.shape)
+    m = check_int("m", m, minimum=3)
+    means = as_array("means", np.atleast_1d(means), ndim=1)
+    try:
+        variances = np.broadcast_to(as_array("variances", variances), means.shape)
+    except ValueError as err:
+        if "variances:" in str(err):
+            raise
+        raise ValueError(f"variances: expected a scalar or one variance per mean ({means.size}), "
+                         f"got shape {np.shape(variances)}") from err
     if np.any(variances <= 0):
         raise ValueError("variances: mixture component variances must be positive")
     mix = np.full(means.shape, 1.0 / means.size) if mix is None else np.asarray(mix, dtype=np.float64)

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdecomp._checks import check_float, check_int
 from jaxdecomp.neurons._populations import (
     GaussianPopulation,
     JointPopulation,
@@ -237,6 +238,12 @@ def response_cells(population, points, *, tail: float = 1e-9, points_per_sigma: 
     (Poisson: counts up to the tail of a rate ``hi``; Gaussian: ``lo - 8 sigma`` to
     ``hi + 8 sigma``). Default: the rates on the grid only.
     """
+    tail = check_float("tail", tail, positive=True)
+    if not tail < 0.5:
+        raise ValueError(f"tail: expected a probability in (0, 0.5) (the Poisson tail mass left out per neuron), "
+                         f"got {tail}")
+    points_per_sigma = check_float("points_per_sigma", points_per_sigma, positive=True)
+    max_cells = check_int("max_cells", max_cells, minimum=1)
     options = CellOptions(tail, points_per_sigma, int(max_cells), rate_range)
     return _builder_for(population)(population, np.asarray(points, dtype=np.float64), options)
 

@@ -199,7 +199,13 @@ class PoissonPopulation(_RatePopulation):
         return jnp.where(f > 0, 1.0 / jnp.where(f > 0, f, 1.0), 0.0)
 
     def sample(self, key, x):
-        return jax.random.poisson(key, self.rate(x)).astype(jnp.result_type(float))
+        """One draw of the counts. A NaN rate (e.g. a NaN stimulus) raises when concrete; when
+        traced the count is NaN (jax.random.poisson would return -1)."""
+        f = self.rate(x)
+        if is_concrete(f) and not np.all(np.isfinite(np.asarray(f))):
+            raise ValueError("x: the Poisson rates are NaN or infinite at this stimulus (is x NaN?)")
+        counts = jax.random.poisson(key, jnp.where(jnp.isfinite(f), f, 0.0)).astype(jnp.result_type(float))
+        return jnp.where(jnp.isfinite(f), counts, jnp.nan)
 
     def log_prob_each(self, r, x):
         """Per-neuron log-probabilities, shape (n,)."""
@@ -215,7 +221,11 @@ class GaussianPopulation(_RatePopulation):
     _children = ("sigma",)
 
     def rate(self, x):
-        return self._rates_of(x)
+        f = self._rates_of(x)
+        sd = jnp.shape(self.sigma)
+        if len(sd) > 1 or (len(sd) == 1 and sd[0] not in (1, f.shape[0])):
+            raise ValueError(f"sigma: expected a scalar or one noise SD per neuron ({f.shape[0]},), got shape {sd}")
+        return f
 
     def fisher_weights(self, f):
         return jnp.broadcast_to(1.0 / self.sigma**2, f.shape)

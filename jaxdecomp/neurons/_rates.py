@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 Array = Any
@@ -19,6 +20,20 @@ Array = Any
 def _vec(x):
     """Stimulus as a 1-D vector: a scalar becomes shape (1,), an image is flattened."""
     return jnp.reshape(jnp.asarray(x), (-1,))
+
+
+def _stimulus(x, weights, name: str):
+    """``x`` as a vector of the dimension the parameter ``name`` (``weights``: (n,) for scalar
+    stimuli, (n, d) for d-dimensional ones) expects; a clear error instead of silent broadcasting."""
+    v = _vec(x)
+    w = jnp.asarray(weights)
+    d = 1 if w.ndim == 1 else w.shape[1]
+    if v.shape[0] != d:
+        raise ValueError(
+            f"x: this tuning model is for stimuli of dimension {d} ({name} of shape {tuple(w.shape)}), got a "
+            f"stimulus of shape {tuple(jnp.shape(x))}; give {name} the shape (n, {v.shape[0]}) for "
+            f"{v.shape[0]}-dimensional stimuli")
+    return v
 
 
 @struct.dataclass
@@ -36,7 +51,7 @@ class GaussianBumps:
     def __call__(self, x):
         c = jnp.asarray(self.centers)
         c = c[:, None] if c.ndim == 1 else c
-        d2 = jnp.sum((_vec(x)[None, :] - c) ** 2, axis=-1)
+        d2 = jnp.sum((_stimulus(x, self.centers, "centers")[None, :] - c) ** 2, axis=-1)
         return self.baseline + self.amplitudes * jnp.exp(-0.5 * d2 / self.widths**2)
 
 
@@ -56,7 +71,7 @@ class Sigmoids:
     def __call__(self, x):
         s = jnp.asarray(self.slopes)
         s = s[:, None] if s.ndim == 1 else s
-        return self.baseline + self.amplitudes * jax.nn.sigmoid(s @ _vec(x) - self.offsets)
+        return self.baseline + self.amplitudes * jax.nn.sigmoid(s @ _stimulus(x, self.slopes, "slopes") - self.offsets)
 
 
 @struct.dataclass
@@ -75,7 +90,7 @@ class VonMises:
     baseline: Array
 
     def __call__(self, x):
-        x = jnp.asarray(x)
+        x = _stimulus(x, self.centers, "centers")[0]   # an angle: a scalar stimulus
         return self.baseline + self.amplitudes * jnp.exp(
             self.kappas * (jnp.cos(x - self.centers) - 1.0)
         )
@@ -94,28 +109,52 @@ class Linear:
     def __call__(self, x):
         A = jnp.asarray(self.A)
         A = A[:, None] if A.ndim == 1 else A
-        return A @ _vec(x) + self.b
+        return A @ _stimulus(x, self.A, "A") + self.b
 
 
-def _f(x):
+def _f(x, name: str = "x"):
+    """A float array; concrete values must be finite (a clear error naming ``name``)."""
+    if not isinstance(x, jax.core.Tracer):
+        try:
+            host = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name}: expected numbers, got {type(x).__name__} {x!r}") from err
+        if not np.all(np.isfinite(host)):
+            raise ValueError(f"{name}: contains NaN or infinite values")
     return jnp.asarray(x, dtype=jnp.result_type(float))
 
 
 def _broadcast(n: int, **kw):
-    return {k: jnp.broadcast_to(_f(v), (n,)) for k, v in kw.items()}
+    out = {}
+    for k, v in kw.items():
+        v = _f(v, k)
+        if v.ndim > 1 or (v.ndim == 1 and v.shape[0] not in (1, n)):
+            raise ValueError(f"{k}: expected a scalar or one value per neuron ({n},), got shape {tuple(v.shape)}")
+        out[k] = jnp.broadcast_to(v, (n,))
+    return out
+
+
+def _positive(name: str, v):
+    if not isinstance(v, jax.core.Tracer) and np.any(np.asarray(v) <= 0):
+        raise ValueError(f"{name}: must be positive, got minimum {float(np.min(np.asarray(v))):.6g}")
 
 
 def gaussian_bumps(centers, widths=1.0, amplitudes=1.0, baseline=0.0) -> GaussianBumps:
     """Gaussian tuning curves; scalars broadcast to the number of centres."""
-    centers = _f(centers)
-    centers = jnp.atleast_1d(centers)
+    centers = jnp.atleast_1d(_f(centers, "centers"))
+    if centers.ndim > 2:
+        raise ValueError(f"centers: expected (n,) or (n, d), got shape {tuple(centers.shape)}")
     n = centers.shape[0]
-    return GaussianBumps(centers, **_broadcast(n, widths=widths, amplitudes=amplitudes, baseline=baseline))
+    p = _broadcast(n, widths=widths, amplitudes=amplitudes, baseline=baseline)
+    _positive("widths", p["widths"])
+    return GaussianBumps(centers, **p)
 
 
 def sigmoids(centers, slopes=1.0, amplitudes=1.0, baseline=0.0) -> Sigmoids:
     """Sigmoid tuning curves for scalar stimuli with midpoints at ``centers``."""
-    centers = jnp.atleast_1d(_f(centers))
+    centers = jnp.atleast_1d(_f(centers, "centers"))
+    if centers.ndim != 1:
+        raise ValueError(f"centers: expected (n,) midpoints for scalar stimuli, got shape {tuple(centers.shape)}")
     n = centers.shape[0]
     p = _broadcast(n, slopes=slopes, amplitudes=amplitudes, baseline=baseline)
     return Sigmoids(p["slopes"], p["slopes"] * centers, p["amplitudes"], p["baseline"])
@@ -123,14 +162,17 @@ def sigmoids(centers, slopes=1.0, amplitudes=1.0, baseline=0.0) -> Sigmoids:
 
 def von_mises(centers, kappas=1.0, amplitudes=1.0, baseline=0.0) -> VonMises:
     """Von Mises tuning curves for circular stimuli (radians)."""
-    centers = jnp.atleast_1d(_f(centers))
+    centers = jnp.atleast_1d(_f(centers, "centers"))
+    if centers.ndim != 1:
+        raise ValueError(f"centers: expected (n,) preferred angles, got shape {tuple(centers.shape)}")
     n = centers.shape[0]
     return VonMises(centers, **_broadcast(n, kappas=kappas, amplitudes=amplitudes, baseline=baseline))
 
 
 def linear(A, b=0.0) -> Linear:
     """Linear tuning ``A x + b``."""
-    A = _f(A)
-    A = jnp.atleast_1d(A)
+    A = jnp.atleast_1d(_f(A, "A"))
+    if A.ndim > 2:
+        raise ValueError(f"A: expected (n,) or (n, d), got shape {tuple(A.shape)}")
     n = A.shape[0]
-    return Linear(A, jnp.broadcast_to(_f(b), (n,)))
+    return Linear(A, _broadcast(n, b=b)["b"])
