@@ -285,11 +285,13 @@ def test_score_gradient_needs_log_prob():
     """A population without log_prob cannot give the score term: a clear TypeError, not a wrong gradient."""
     D, _ = _mixture_1d()
     pop = N.transform_response(D.population, jnp.sinh)   # no log_prob
+    # A plain callable: the analytic denoiser itself would (rightly) refuse a population other than its own.
+    den = lambda z, a, r=None: D(z, a, r)  # noqa: E731
     with pytest.raises(TypeError, match="score_gradient=False"):
-        E.ilocal(jax.random.PRNGKey(0), D, pop, jnp.array([0.1]), n_samples=4, response_sampler="clean",
+        E.ilocal(jax.random.PRNGKey(0), den, pop, jnp.array([0.1]), n_samples=4, response_sampler="clean",
                  fisher_correction=False)
-    est = E.ilocal(jax.random.PRNGKey(0), D, pop, jnp.array([0.1]), n_samples=4, response_sampler="clean",
-                   fisher_correction=False, score_gradient=False)
+    est = E.ilocal(jax.random.PRNGKey(0), den, pop, jnp.array([0.1]), n_samples=4, response_sampler="clean",
+                   fisher_correction=False, score_gradient=False, stimulus_shape=(1,))
     assert np.isfinite(float(est.total))
 
 
