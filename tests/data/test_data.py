@@ -16,7 +16,7 @@ import pytest
 
 from jaxdecomp import data
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _assert_unit_images(x, shape):

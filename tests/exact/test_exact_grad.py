@@ -28,7 +28,7 @@ import pytest
 from jaxdecomp import exact
 from jaxdecomp import neurons as N
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 H = 1e-4
 RTOL = 1e-4
