@@ -13,6 +13,13 @@ the orthogonal form is inflated by the networks' errors. Where the truth is know
 the gap form erred by -16.6% / +4.0% and the orthogonal one by +27.6% / +7.2%, for a network
 trained like the demo's / on 320,000 pairs.
 
+Both ``demo`` and ``train`` keep resumable training checkpoints in ``OUT/checkpoints``. Run
+again with the same settings and they continue where they stopped; with other settings (data,
+steps below the checkpoint's, seed, architecture) they refuse, say what differs and change
+nothing: pass ``--overwrite`` to delete the old checkpoints and train afresh, or ``--resume`` to
+insist on continuing (an error if there is nothing to continue). A second run on the same
+``OUT`` while one is training stops at once; an unwritable ``OUT`` fails before any work.
+
 ``jaxdecomp train`` writes one model directory, ``OUT/denoiser`` (:func:`jaxdecomp.diffusion.save_model`:
 architecture, weights, digests and the neuron model it was trained with), which is all
 ``jaxdecomp decompose --model OUT`` needs. This module only parses arguments, logs and calls
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,6 +52,29 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _check_out(out: Path) -> None:
+    """Raise ``ValueError`` naming ``--out`` unless ``out`` is (or can be made) a writable folder."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: '{out}' exists and is not a folder")
+    probe = out / f".jaxdecomp-write-test-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"--out: cannot write to '{out}' ({err.strerror or err}); choose a writable folder") from None
+
+
+def _resume_mode(resume: bool, overwrite: bool) -> dict:
+    """``train``'s ``resume`` / ``overwrite`` for the ``--resume`` / ``--overwrite`` flags."""
+    if resume and overwrite:
+        raise ValueError("--resume, --overwrite: pass one of them (--resume continues the checkpoints that "
+                         "--overwrite would delete)")
+    if overwrite:
+        return dict(resume="never", overwrite=True)
+    return dict(resume="must" if resume else "auto", overwrite=False)
+
+
 def _write(out: Path, fig, results: dict) -> None:
     from jaxdecomp.plotting import plt, to_jsonable
 
@@ -54,8 +85,11 @@ def _write(out: Path, fig, results: dict) -> None:
 
 
 # --------------------------------------------------------------------------- demo
-def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = None) -> dict:
-    """The main job (see the module docstring). Returns the results dict it writes."""
+def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = None, resume: bool = False,
+             overwrite: bool = False) -> dict:
+    """The main job (see the module docstring). Returns the results dict it writes.
+
+    ``resume`` / ``overwrite``: the ``--resume`` / ``--overwrite`` flags (see the module docstring)."""
     import jax
 
     from jaxdecomp import data, estimate, neurons
@@ -67,6 +101,8 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     if steps is not None:
         cfg["steps"] = int(steps)
     out = Path(out)
+    mode = _resume_mode(resume, overwrite)
+    _check_out(out)
     t_start = time.perf_counter()
     key = jax.random.PRNGKey(seed)
     k_split, k_resp, k_train, k_mi, k_maps, k_comp = jax.random.split(key, 6)
@@ -84,7 +120,7 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     t0 = time.perf_counter()
     res = train(net, xs, rs, TrainConfig(steps=cfg["steps"], batch_size=cfg["batch"], warmup_steps=100,
                                          checkpoint_every=max(cfg["steps"] // 4, 1)),
-                checkpoint_dir=out / "checkpoints", key=k_train)
+                checkpoint_dir=out / "checkpoints", key=k_train, **mode)
     t_train = time.perf_counter() - t0
     model = res.model
     # population MI on held-out pairs the network never saw
@@ -142,20 +178,24 @@ def _load_stimuli(path, key: str):
 
 
 def run_train(data_path, out, *, neurons_name: str = "lnp", x_key: str = "x", r_key: str | None = None,
-              steps: int = 4000, batch: int = 64, channels=(32, 64), seed: int = 0, copies: int = 4) -> Path:
+              steps: int = 4000, batch: int = 64, channels=(32, 64), seed: int = 0, copies: int = 4,
+              resume: bool = False, overwrite: bool = False) -> Path:
     """Train a denoiser on the user's images; responses from ``r_key`` in the file or simulated.
 
     Writes ``out/denoiser`` (a model directory of :func:`jaxdecomp.diffusion.save_model`, whose
     metadata records the neuron model) and ``out/checkpoints``. Returns ``out``.
+    ``resume`` / ``overwrite``: the ``--resume`` / ``--overwrite`` flags (see the module docstring).
     """
     import jax
 
     from jaxdecomp import data, neurons
     from jaxdecomp.diffusion import TrainConfig, build_denoiser, denoiser_spec, save_model, train
 
+    mode = _resume_mode(resume, overwrite)
     x = _load_stimuli(data_path, x_key)
     shape = tuple(x.shape[1:])
     out = Path(out)
+    _check_out(out)
     if r_key is not None:
         r = np.asarray(data.load_npz(data_path, r_key), dtype=np.float32)
         if r.ndim != 2 or r.shape[0] != x.shape[0]:
@@ -168,7 +208,7 @@ def run_train(data_path, out, *, neurons_name: str = "lnp", x_key: str = "x", r_
     net = build_denoiser(denoiser_spec(shape, rs.shape[1], channels), seed)
     _log(f"training on {xs.shape[0]} pairs ({source}); checkpoints in {out / 'checkpoints'}")
     res = train(net, xs, rs, TrainConfig(steps=steps, batch_size=batch), checkpoint_dir=out / "checkpoints",
-                key=jax.random.PRNGKey(seed))
+                key=jax.random.PRNGKey(seed), **mode)
     meta = dict(neurons=neurons_name if r_key is None else None, responses=source, trained_steps=int(res.step),
                 data=str(data_path), x_key=x_key)
     path = save_model(out / "denoiser", res.model, overwrite=True, metadata=meta)
@@ -232,6 +272,16 @@ def run_decompose(data_path, model_dir, out, *, neurons_name: str | None = None,
 
 
 # --------------------------------------------------------------------------- entry point
+def _resume_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true",
+                   help="continue the checkpoints in OUT/checkpoints (an error if there are none or they were "
+                        "written with other settings); without a flag they are continued when the settings match")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete the checkpoints in OUT/checkpoints and train afresh (by default checkpoints written "
+                        "with other settings are refused and left untouched)")
+
+
 def _parser() -> argparse.ArgumentParser:
     from jaxdecomp.neurons import IMAGE_MODELS
 
@@ -247,6 +297,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a smaller run (about 2 minutes on a 2-core CPU)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--steps", type=int, default=None, help="training steps (default: 2000; 800 with --quick)")
+    _resume_flags(d)
     t = sub.add_parser("train", help="train a denoiser on your own images (.npz)",
                        description="Train a response-conditioned UNet denoiser on images stored in an .npz file "
                                    "(array under --x-key, shape (N, H, W), values in [-1, 1]). Responses come from "
@@ -259,6 +310,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=4000)
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
+    _resume_flags(t)
     c = sub.add_parser("decompose", help="I_local and Fisher pixel maps of your images with a trained denoiser",
                        description="Compute I_local and Fisher pixel maps for the first N images of an .npz file, "
                                    "using a denoiser trained by `jaxdecomp train`; writes figure.png, results.json "
@@ -276,16 +328,32 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from jaxdecomp.diffusion.checkpoint import CheckpointLocked, CheckpointMismatch
+
     try:
         if args.command == "demo":
-            run_demo(args.out, quick=args.quick, seed=args.seed, steps=args.steps)
+            run_demo(args.out, quick=args.quick, seed=args.seed, steps=args.steps, resume=args.resume,
+                     overwrite=args.overwrite)
         elif args.command == "train":
             run_train(args.data, args.out, neurons_name=args.neurons, x_key=args.x_key, r_key=args.r_key,
-                      steps=args.steps, batch=args.batch, seed=args.seed)
+                      steps=args.steps, batch=args.batch, seed=args.seed, resume=args.resume,
+                      overwrite=args.overwrite)
         else:
             run_decompose(args.data, args.model, args.out, neurons_name=args.neurons, x_key=args.x_key,
                           n_images=args.n_images, seed=args.seed)
+    except CheckpointMismatch as err:
+        print(f"jaxdecomp {args.command}: error: --out: '{err.directory}' holds checkpoints (step {err.step}) of a "
+              f"training run with other settings ({'; '.join(err.differences)}); nothing was changed. Pass "
+              f"--overwrite to delete them and train afresh, rerun with the settings they were written with to "
+              f"continue them (--resume insists on continuing), or choose another --out", file=sys.stderr)
+        return 2
+    except CheckpointLocked as err:
+        print(f"jaxdecomp {args.command}: error: --out: {str(err).split(': ', 1)[-1]}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-        print(f"jaxdecomp {args.command}: error: {err}", file=sys.stderr)
+        msg = str(err)
+        if msg.startswith("checkpoint_dir: "):          # the library names its argument; ours is --out
+            msg = "--out: " + msg[len("checkpoint_dir: "):].replace("resume='must'", "--resume")
+        print(f"jaxdecomp {args.command}: error: {msg}", file=sys.stderr)
         return 2
     return 0

@@ -99,22 +99,19 @@ def _flat(tree: PyTree) -> dict:
     return {"/".join(_key_name(k) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def _leaf_bytes(leaf) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
-
-
 def _digests(tree: PyTree) -> tuple[str, dict]:
     """(:func:`tree_digest` of ``tree``, ``{path: sha256[:32] of dtype, shape and bytes}``)."""
     h = hashlib.sha256()
     leaves = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        arr = _leaf_bytes(leaf)
-        head = (str(arr.dtype) + str(arr.shape)).encode()
+        arr = np.asarray(jax.device_get(leaf))
+        head = (str(arr.dtype) + str(arr.shape)).encode()      # shape of arr, not of a 1-d copy (scalars)
+        data = np.ascontiguousarray(arr).tobytes()
         h.update(jax.tree_util.keystr(path).encode())
         h.update(head)
-        h.update(arr.tobytes())
+        h.update(data)
         one = hashlib.sha256(head)
-        one.update(arr.tobytes())
+        one.update(data)
         leaves["/".join(_key_name(k) for k in path)] = one.hexdigest()[:32]
     return h.hexdigest(), leaves
 
@@ -338,6 +335,13 @@ class Checkpointer:
         found = _latest(self._mgr, self.directory, template, self._name, stacklevel=3)
         self._mgr.reload()          # steps may have been moved aside
         return found
+
+    def read_meta(self, step: int) -> dict | None:
+        """The ``meta`` JSON saved at ``step`` (no arrays are read), or None if unreadable."""
+        try:
+            return dict(self._mgr.restore(int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+        except Exception:  # noqa: BLE001 - only used to describe a checkpoint
+            return None
 
     def clear(self) -> list[int]:
         """Delete every checkpoint step in the directory (steps moved aside as ``.corrupt`` and

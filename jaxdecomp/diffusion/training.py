@@ -20,7 +20,11 @@ Pure pieces, usable from your own loop, under ``jax.jit``, ``jax.vmap`` and ``ja
 * :func:`batch_indices`: the host-side batch of step ``s``, a function of ``(key, s)`` only.
 
 :func:`train` is the host loop around them (batching, progress bar, orbax checkpoints, the
-loss log, resume) and :func:`train_ensemble` the same loop over a vmapped step. Data
+loss log, resume) and :func:`train_ensemble` the same loop over a vmapped step. A checkpoint
+directory is locked for the run and only ever continued by the same run: checkpoints record
+a run fingerprint (model, data, key, configuration) and a different run is refused with
+:class:`~jaxdecomp.diffusion.checkpoint.CheckpointMismatch` unless ``overwrite=True`` (see
+:func:`train`'s ``resume`` / ``overwrite``). Data
 parallel with ``jax.sharding``: the batch is sharded over a 1-D ``Mesh`` of all devices on
 axis ``"data"``, everything else is replicated; the same code runs on one device.
 
@@ -42,6 +46,8 @@ A loop of your own that reproduces ``train(model, x, r, config, key=key)``::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import warnings
 from pathlib import Path
@@ -481,16 +487,202 @@ def make_train_step(model, config: TrainConfig = TrainConfig(), *, tx: optax.Gra
     return step
 
 
+# ----------------------------------------------------------------------------- run fingerprint
+RESUME_MODES = ("auto", "must", "never")
+# TrainConfig fields that change what a resumed run computes; ``steps`` is handled on its own
+# (a larger ``steps`` continues a run), and ``seed`` only matters through the key.
+_RUN_FIELDS = ("batch_size", "learning_rate", "warmup_steps", "weight_decay", "ema_decay", "grad_clip",
+               "log_snr_range", "log_snr_loc", "log_snr_scale", "cond_drop")
+_FULL_HASH_BYTES = 256 << 20     # data up to this size is hashed whole, larger data by sampled rows
+_SAMPLED_ROWS = 4096
+
+
+def _array_fingerprint(a: np.ndarray | None) -> dict | None:
+    """Shape, dtype and SHA-256 of the training array ``a`` (all bytes up to 256 MiB; beyond,
+    the bytes of 4096 evenly spaced examples)."""
+    if a is None:
+        return None
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256(f"{a.dtype}{a.shape}".encode())
+    if a.nbytes <= _FULL_HASH_BYTES:
+        h.update(a.tobytes())
+        hashed = "all"
+    else:
+        rows = np.unique(np.linspace(0, a.shape[0] - 1, _SAMPLED_ROWS).astype(np.int64))
+        h.update(np.ascontiguousarray(a[rows]).tobytes())
+        hashed = f"{len(rows)} sampled examples"
+    return {"shape": [int(s) for s in a.shape], "dtype": str(a.dtype), "sha256": h.hexdigest(), "hashed": hashed}
+
+
+def _json_value(v):
+    return [float(u) for u in v] if isinstance(v, tuple) else v
+
+
+def _run_fingerprint(models, x, r, config: TrainConfig, key_meta, ensemble: bool) -> dict:
+    """What identifies a training run in its checkpoints' meta (see :func:`train`)."""
+    from jaxdecomp.diffusion.models import model_spec
+
+    try:
+        spec = model_spec(models[0])
+    except TypeError:
+        spec = None
+    return {"version": 1,
+            "model": {"class": type(models[0]).__name__, "spec": spec},
+            "members": len(models) if ensemble else None,
+            "data": {"x": _array_fingerprint(x), "r": _array_fingerprint(r)},
+            "config": {k: _json_value(getattr(config, k)) for k in _RUN_FIELDS},
+            "key": key_meta,
+            "steps": int(config.steps)}
+
+
+def _short(v) -> str:
+    text = json.dumps(v) if not isinstance(v, str) else v
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _run_differences(meta: dict, fp: dict, step: int, config: TrainConfig) -> tuple[list[str], list[str]]:
+    """(differences that make the checkpoint another run's, notes worth a warning)."""
+    diffs, notes = [], []
+    old = meta.get("fingerprint")
+    if isinstance(old, dict):
+        if old.get("model") != fp["model"]:
+            o, n = old.get("model") or {}, fp["model"]
+            if o.get("class") != n["class"]:
+                diffs.append(f"model: a {n['class']} now, a {o.get('class')} in the checkpoint")
+            elif isinstance(n["spec"], dict) and isinstance(o.get("spec"), dict):
+                ns, os_ = n["spec"], o["spec"]
+                diffs.extend(f"model {k}: {_short(ns.get(k))} now, {_short(os_.get(k))} in the checkpoint"
+                             for k in sorted(set(ns) | set(os_)) if ns.get(k) != os_.get(k))
+            else:
+                diffs.append(f"model: architecture {_short(n['spec'])} now, {_short(o.get('spec'))} in the checkpoint")
+        if old.get("members") != fp["members"]:
+            diffs.append(f"ensemble members: {fp['members']} now, {old.get('members')} in the checkpoint")
+        for name in ("x", "r"):
+            o, n = (old.get("data") or {}).get(name), fp["data"][name]
+            if o == n:
+                continue
+            if o is None or n is None:
+                diffs.append(f"data {name}: {'none' if n is None else 'given'} now, "
+                             f"{'none' if o is None else 'given'} in the checkpoint")
+            elif o.get("shape") != n["shape"]:
+                diffs.append(f"data {name}: shape {tuple(n['shape'])} now, {tuple(o.get('shape') or ())} in the "
+                             f"checkpoint")
+            else:
+                diffs.append(f"data {name}: same shape {tuple(n['shape'])} but different values (sha256 "
+                             f"{n['sha256'][:12]}... now, {str(o.get('sha256'))[:12]}... in the checkpoint)")
+        old_cfg, old_key, old_steps = old.get("config") or {}, old.get("key"), old.get("steps")
+    else:
+        notes.append("it predates run fingerprints, so only its configuration and key were checked (not its "
+                     "data or model architecture)")
+        old_cfg, old_key = meta.get("config") or {}, meta.get("key")
+        old_steps = old_cfg.get("steps")
+    for k in _RUN_FIELDS:
+        if k in old_cfg and old_cfg[k] != fp["config"][k]:
+            diffs.append(f"config.{k}: {_short(fp['config'][k])} now, {_short(old_cfg[k])} in the checkpoint")
+    if old_key is not None and list(old_key) != list(fp["key"]):
+        diffs.append("key: a different PRNG key (or config.seed) than the run that wrote it")
+    if step > config.steps:
+        diffs.append(f"steps: the checkpoint is at step {step}, beyond config.steps={config.steps} (a shorter run "
+                     f"cannot be recovered from a longer one)")
+    elif old_steps is not None and int(old_steps) != config.steps:
+        notes.append(f"it was written by a run of {int(old_steps)} steps and now continues to config.steps="
+                     f"{config.steps}; the cosine learning-rate schedule changes from step {step} on, so the result "
+                     f"differs from an uninterrupted {config.steps}-step run")
+    return diffs, notes
+
+
+_HINT = ("To continue that run, call again with the settings it was written with; to delete its checkpoints "
+         "and start afresh in this directory pass overwrite=True; or choose another checkpoint_dir")
+
+
+def _check_resume_args(resume, overwrite, checkpoint_dir) -> None:
+    if not isinstance(resume, str) or resume not in RESUME_MODES:
+        raise ValueError(f"resume: expected one of {RESUME_MODES}, got {resume!r}")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite: expected a bool, got {type(overwrite).__name__}")
+    if resume == "must" and overwrite:
+        raise ValueError("resume, overwrite: resume='must' continues the checkpoints that overwrite=True would "
+                         "delete; pass one of them")
+    if resume == "must" and checkpoint_dir is None:
+        raise ValueError("resume: 'must' needs a checkpoint_dir to resume from")
+
+
+def _resume(ckptr, template, fp: dict, config: TrainConfig, resume: str, overwrite: bool):
+    """The checkpoint to continue (a :class:`checkpoint.Restored`) or None to start afresh,
+    following ``resume`` / ``overwrite`` (see :func:`train`); raises before anything changes."""
+    directory = ckptr.directory
+    steps = ckptr.all_steps()
+    if resume == "never":
+        if steps and not overwrite:
+            raise FileExistsError(f"checkpoint_dir: '{directory}' already holds checkpoints (steps {steps}) and "
+                                  f"resume='never'; pass overwrite=True to delete them and start afresh, "
+                                  f"resume='auto' to continue them, or choose another checkpoint_dir")
+        if steps:
+            _discard(ckptr, "resume='never', overwrite=True")
+        return None
+    if not steps:
+        if resume == "must":
+            raise FileNotFoundError(f"checkpoint_dir: resume='must' but '{directory}' holds no checkpoint")
+        return None
+    try:
+        restored = ckptr.latest_good(template)
+        if restored is None:
+            if resume == "must":
+                raise FileNotFoundError(f"checkpoint_dir: resume='must' but no checkpoint in '{directory}' is "
+                                        f"readable (unreadable steps were moved aside as <step>.corrupt)")
+            return None
+        diffs, notes = _run_differences(restored.meta, fp, int(restored.step), config)
+        if diffs:
+            raise _ckpt.CheckpointMismatch(directory, restored.step, diffs, name="checkpoint_dir")
+    except _ckpt.CheckpointMismatch as err:
+        if err.differences and err.differences[0].startswith("model or state structure"):
+            meta = ckptr.read_meta(err.step)       # say which settings differ, not just which arrays
+            if meta is not None:
+                more, _ = _run_differences(meta, fp, err.step, config)
+                if any(d.startswith(("model", "ensemble")) for d in more):   # the arrays' names say no more
+                    err.differences[:] = more + ["so the saved arrays do not fit this model"]
+                else:
+                    err.differences[:0] = more
+        if overwrite:
+            _discard(ckptr, f"overwrite=True and they were written by a different run ({'; '.join(err.differences)})")
+            return None
+        raise _ckpt.CheckpointMismatch(err.directory, err.step, err.differences, name="checkpoint_dir",
+                                       hint=_HINT) from None
+    for note in notes:
+        warnings.warn(f"checkpoint_dir: resuming step {restored.step} of '{directory}': {note}", stacklevel=4)
+    return restored
+
+
+def _discard(ckptr, why: str) -> None:
+    gone = ckptr.clear()
+    warnings.warn(f"checkpoint_dir: deleted the checkpoints (steps {gone}) in '{ckptr.directory}' because {why}; "
+                  f"starting afresh", stacklevel=5)
+
+
 # ----------------------------------------------------------------------------- host loop
-def _fit(models: list, x, r, config: TrainConfig, keys: list, checkpoint_dir, step_callback, ensemble: bool):
+def _fit(models: list, x, r, config: TrainConfig, keys: list, checkpoint_dir, step_callback, ensemble: bool,
+         resume: str = "auto", overwrite: bool = False):
     """The host loop shared by :func:`train` (one model, ``ensemble=False``) and
     :func:`train_ensemble` (a vmapped step over ``len(models)`` members)."""
-    E = len(models)
-    n = x.shape[0]
     devices = jax.devices()
     if config.batch_size % len(devices):
         raise ValueError(f"config.batch_size: {config.batch_size} is not divisible by the number of devices "
                          f"({len(devices)}); the batch is split evenly across devices")
+    ckptr = None
+    if checkpoint_dir is not None:   # writable? locked by another run? before any work
+        ckptr = _ckpt.Checkpointer(Path(checkpoint_dir), keep=config.keep_checkpoints, name="checkpoint_dir")
+    try:
+        return _run(models, x, r, config, keys, ckptr, step_callback, ensemble, resume, overwrite)
+    finally:
+        if ckptr is not None:
+            ckptr.close()
+
+
+def _run(models: list, x, r, config: TrainConfig, keys: list, ckptr, step_callback, ensemble: bool,
+         resume: str, overwrite: bool):
+    E = len(models)
+    n = x.shape[0]
+    devices = jax.devices()
     mesh = Mesh(np.array(devices), ("data",))
     repl = NamedSharding(mesh, P())
     batch_sh = NamedSharding(mesh, P(None, "data") if ensemble else P("data"))
@@ -513,11 +705,13 @@ def _fit(models: list, x, r, config: TrainConfig, keys: list, checkpoint_dir, st
     rows: list[tuple] = []                      # (step, mean loss of each member since the last row)
     acc_sum, acc_n = np.zeros(E, np.float64), 0
     start, resumed_from = 0, None
-    ckptr = None
     csv_path = None
-    if checkpoint_dir is not None:
-        checkpoint_dir = Path(checkpoint_dir)
-        restored = _ckpt.latest_good(checkpoint_dir, template=_to_ckpt(state))
+    checkpoint_dir = None
+    fingerprint = None
+    if ckptr is not None:
+        checkpoint_dir = ckptr.directory
+        fingerprint = _run_fingerprint(models, x, r, config, key_meta, ensemble)
+        restored = _resume(ckptr, _to_ckpt(state), fingerprint, config, resume, overwrite)
         if restored is not None:
             state = _from_ckpt(restored.state)
             start = resumed_from = int(restored.step)
@@ -529,10 +723,6 @@ def _fit(models: list, x, r, config: TrainConfig, keys: list, checkpoint_dir, st
             rows = [(int(row[0]), *(float(v) for v in row[1:])) for row in meta.get("losses", [])]
             acc_sum = np.broadcast_to(np.asarray(meta.get("acc_sum", 0.0), np.float64), (E,)).copy()
             acc_n = int(meta.get("acc_n", 0))
-            if meta.get("key") is not None and list(meta["key"]) != key_meta:
-                warnings.warn(f"checkpoint_dir: resuming '{checkpoint_dir}' with a different key than the run that "
-                              f"wrote it; the continued run will not match an uninterrupted one", stacklevel=3)
-        ckptr = _ckpt.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints)
         csv_path = checkpoint_dir / "loss_log.csv"
         _write_csv(csv_path, rows, E if ensemble else None)
 
@@ -543,10 +733,12 @@ def _fit(models: list, x, r, config: TrainConfig, keys: list, checkpoint_dir, st
         meta = {"losses": [list(row) for row in rows],
                 "acc_sum": [float(v) for v in acc_sum] if ensemble else float(acc_sum[0]), "acc_n": acc_n,
                 "key": key_meta,
-                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}}
+                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+                "fingerprint": fingerprint}
         if ensemble:
             meta["members"] = E
         ckptr.save(step, _to_ckpt(state), meta)
+
 
     bar = tqdm(total=config.steps, initial=min(start, config.steps), disable=not config.progress,
                desc="train", dynamic_ncols=True)
@@ -589,8 +781,6 @@ def _fit(models: list, x, r, config: TrainConfig, keys: list, checkpoint_dir, st
                 step_callback(done, xb)
     finally:
         bar.close()
-        if ckptr is not None:
-            ckptr.close()
 
     losses = np.asarray(rows, dtype=np.float64).reshape(-1, 1 + E)
     members = [ensemble_member(state, i) for i in range(E)] if ensemble else [state]
@@ -600,6 +790,7 @@ def _fit(models: list, x, r, config: TrainConfig, keys: list, checkpoint_dir, st
 
 # ----------------------------------------------------------------------------- train
 def train(model: nnx.Module, x, r=None, config: TrainConfig = TrainConfig(), *, checkpoint_dir=None, key=None,
+          resume: str = "auto", overwrite: bool = False,
           _step_callback: Callable[[int, jax.Array], Any] | None = None) -> TrainResult:
     """Train a denoiser network; returns :class:`TrainResult` (``result.model`` has the EMA weights).
 
@@ -616,26 +807,60 @@ def train(model: nnx.Module, x, r=None, config: TrainConfig = TrainConfig(), *, 
         unconditional denoiser. When given (and not resuming) the network's
         ``r_shift`` / ``r_scale`` are set to the per-neuron mean / floored std of ``r``.
       config: :class:`TrainConfig`.
-      checkpoint_dir: directory for orbax checkpoints and ``loss_log.csv``. If it already
-        holds checkpoints, training resumes from the newest readable one (corrupt ones
-        are moved aside with a warning, see :func:`checkpoint.latest_good`) and continues
-        to ``config.steps``. Resume with the same data, key and config to reproduce an
-        uninterrupted run exactly (a different ``steps`` changes the cosine schedule).
+      checkpoint_dir: directory for orbax checkpoints and ``loss_log.csv``; checked to be a
+        writable directory (created if missing) and locked (``<checkpoint_dir>/.lock``) for
+        the whole run before any work starts. What happens to checkpoints already there
+        is set by ``resume`` and ``overwrite``.
       key: PRNG key; default ``jax.random.PRNGKey(config.seed)``.
+      resume: ``"auto"`` (default) continues the checkpoints in ``checkpoint_dir`` if they
+        were written by this same run, starts afresh if there are none, and raises
+        :class:`~jaxdecomp.diffusion.checkpoint.CheckpointMismatch` if they belong to a
+        different run; ``"must"`` is the same but raises ``FileNotFoundError`` when there
+        is nothing readable to continue; ``"never"`` always starts afresh and raises
+        ``FileExistsError`` if checkpoints are there (unless ``overwrite``).
+      overwrite: allow deleting the checkpoints in ``checkpoint_dir`` (with a warning) when
+        they cannot be continued: with ``resume="never"`` always, with ``"auto"`` only when
+        they belong to a different run (a matching run is still continued). Steps moved
+        aside as ``<step>.corrupt`` are kept.
+
+    Resuming. Each checkpoint records a run fingerprint: the model class, its architecture
+    spec and (through the saved arrays) every variable's shape and dtype; the training data
+    (shape, dtype and SHA-256 of ``x`` and ``r`` after conversion to float32: all bytes up to
+    256 MiB, beyond that 4096 evenly spaced examples); the key; the ``TrainConfig`` fields
+    that change the updates (``batch_size``, ``learning_rate``, ``warmup_steps``,
+    ``weight_decay``, ``ema_decay``, ``grad_clip``, ``log_snr_range`` / ``loc`` / ``scale``,
+    ``cond_drop``); not ``progress``, ``log_every``, ``checkpoint_every`` or
+    ``keep_checkpoints``, which may change between sessions, and not the initial weight
+    values (the checkpoint's trained weights replace them). Any difference is a different
+    run, reported by ``CheckpointMismatch`` (a ``ValueError``) listing what differs; nothing
+    is renamed or deleted. ``steps`` is not part of the fingerprint: a ``config.steps``
+    larger than the checkpoint's step continues training (a warning says when it differs
+    from the steps of the run that wrote it: the cosine schedule then changes, so the
+    result differs from an uninterrupted run of the new length); a ``config.steps`` smaller
+    than the newest checkpoint's step is a mismatch (the longer model is never returned as
+    a shorter one). Only checkpoints of the right structure that fail to read back or to
+    match their digests are corrupt: they are moved aside with a warning and the previous
+    step is used (:func:`checkpoint.latest_good`). Resume with the same data, key and
+    config to reproduce an uninterrupted run exactly.
 
     Raises:
-      TypeError / ValueError naming the argument on bad input.
+      TypeError / ValueError naming the argument on bad input; ``ValueError`` naming
+      ``checkpoint_dir`` if it is not a writable directory;
+      :class:`~jaxdecomp.diffusion.checkpoint.CheckpointLocked` if another run holds it;
+      ``CheckpointMismatch`` / ``FileExistsError`` / ``FileNotFoundError`` as above.
     """
     _check_config(config)
     _check_model(model)
     x, r = _check_data(model, x, r)
+    _check_resume_args(resume, overwrite, checkpoint_dir)
     if key is None:
         key = jax.random.PRNGKey(config.seed)
-    return _fit([model], x, r, config, [key], checkpoint_dir, _step_callback, ensemble=False)[0]
+    return _fit([model], x, r, config, [key], checkpoint_dir, _step_callback, ensemble=False, resume=resume,
+                overwrite=overwrite)[0]
 
 
 def train_ensemble(models: Sequence[nnx.Module], x, r=None, config: TrainConfig = TrainConfig(), *, keys=None,
-                   checkpoint_dir=None) -> list[TrainResult]:
+                   checkpoint_dir=None, resume: str = "auto", overwrite: bool = False) -> list[TrainResult]:
     """Train ``E = len(models)`` networks of one architecture in one program (a ``jax.vmap``
     of :func:`make_train_step`); returns one :class:`TrainResult` per member.
 
@@ -643,8 +868,10 @@ def train_ensemble(models: Sequence[nnx.Module], x, r=None, config: TrainConfig 
     batch order, so it equals ``train(models[i], x, r, config, key=keys[i])`` up to float
     rounding of the batched matrix products. ``keys``: a sequence of ``E`` PRNG keys (or a
     stacked ``(E, 2)`` array); default ``fold_in(PRNGKey(config.seed), i)``. Checkpoints
-    (``checkpoint_dir``) hold the stacked state and resume like :func:`train`'s; the loss
-    log has one column per member. Use the members' spread as network variability.
+    (``checkpoint_dir``) hold the stacked state and resume like :func:`train`'s (same
+    ``resume`` / ``overwrite`` choices and run fingerprint, plus the number of members and
+    all ``E`` keys); the loss log has one column per member. Use the members' spread as
+    network variability.
     """
     _check_config(config)
     models = list(models)
@@ -659,4 +886,5 @@ def train_ensemble(models: Sequence[nnx.Module], x, r=None, config: TrainConfig 
     keys = list(keys)
     if len(keys) != len(models):
         raise ValueError(f"keys: expected one key per model ({len(models)}), got {len(keys)}")
-    return _fit(models, x, r, config, keys, checkpoint_dir, None, ensemble=True)
+    _check_resume_args(resume, overwrite, checkpoint_dir)
+    return _fit(models, x, r, config, keys, checkpoint_dir, None, ensemble=True, resume=resume, overwrite=overwrite)
