@@ -24,7 +24,7 @@ from jaxdecomp.diffusion.training import TrainConfig, train
 
 from tests import _train_worker as worker     # the repository root is on pytest's pythonpath
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "_train_worker.py"     # also run by path as a subprocess script
 
 

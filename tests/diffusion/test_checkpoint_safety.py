@@ -30,7 +30,7 @@ from jaxdecomp.diffusion.training import train, train_ensemble
 
 from tests import _train_worker as worker
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = 10            # the base run: checkpoints at steps 5 and 10
 
 
