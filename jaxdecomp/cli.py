@@ -232,7 +232,8 @@ def run_decompose(data_path, model_dir, out, *, neurons_name: str | None = None,
     """I_local and Fisher pixel maps of the first ``n_images`` images with a trained denoiser.
 
     ``neurons_name``: the neuron model of the responses; ``None`` takes the one the denoiser was
-    trained with (recorded by ``jaxdecomp train``), else ``"lnp"``.
+    trained with (recorded by ``jaxdecomp train``; ``"lnp"`` for model folders that record none).
+    A different model than the recorded one, or a denoiser trained on recorded responses, is refused.
     """
     import jax
 
@@ -244,12 +245,23 @@ def run_decompose(data_path, model_dir, out, *, neurons_name: str | None = None,
         raise ValueError(f"--n-images: expected a positive int, got {n_images!r}")
     path = _model_path(model_dir)
     info = model_info(path)
-    trained_with = (info.get("metadata") or {}).get("neurons")
+    meta = info.get("metadata") or {}
+    trained_with = meta.get("neurons")
+    if trained_with is None and str(meta.get("responses", "")).startswith("file key"):
+        raise ValueError(
+            f"--model: {path} was trained on recorded responses ({meta['responses']}); decompose must draw "
+            f"responses r ~ p(r | x') for stimuli that were never shown, which needs the encoder that produced "
+            f"them, and jaxdecomp cannot infer it from the recordings. Train with simulated responses "
+            f"(--neurons NAME, no --r-key) to decompose with that neuron model."
+        )
     if neurons_name is None:
         neurons_name = trained_with or "lnp"
     elif trained_with is not None and neurons_name != trained_with:
-        _log(f"warning: --neurons {neurons_name!r} differs from the neuron model the denoiser was trained with "
-             f"({trained_with!r})")
+        raise ValueError(
+            f"--neurons: {neurons_name!r} differs from the neuron model the denoiser was trained with "
+            f"({trained_with!r}); the maps would describe a population the network never saw. Drop --neurons "
+            f"(it defaults to {trained_with!r}) or train a denoiser for {neurons_name!r}."
+        )
     x = _load_stimuli(data_path, x_key)[:n_images]
     model = load_model(path)
     if tuple(x.shape[1:]) != tuple(model.shape):

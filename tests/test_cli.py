@@ -91,6 +91,23 @@ def test_train_then_decompose_wiring(tmp_path, capsys, monkeypatch):
     _train_and_decompose(tmp_path, capsys)
 
 
+def test_decompose_refuses_a_model_trained_on_recorded_responses(tmp_path, capsys, monkeypatch):
+    """A denoiser trained on recorded responses (--r-key) cannot be decomposed with a simulated neuron
+    model: decompose refuses, naming --model and the recorded responses, instead of simulating lnp."""
+    monkeypatch.setattr(diffusion, "train", _fake_train)
+    monkeypatch.setattr(estimate, "pixel_maps", _fake_maps)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "rec.npz", x=rng.uniform(-1, 1, (6, 8, 8)).astype(np.float32),
+             r=rng.poisson(3.0, (6, 49)).astype(np.float32))
+    cli.run_train(tmp_path / "rec.npz", tmp_path / "run", r_key="r", steps=3, batch=4, channels=(4,), copies=1)
+    for extra in ([], ["--neurons", "lnp"]):
+        assert cli.main(["decompose", "--data", str(tmp_path / "rec.npz"), "--model", str(tmp_path / "run"),
+                         "--out", str(tmp_path / "o"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "--model" in err and "recorded responses" in err
+    assert not (tmp_path / "o" / "maps.npz").exists()
+
+
 @pytest.mark.slow
 def test_train_then_decompose_for_real(tmp_path, capsys):
     _train_and_decompose(tmp_path, capsys, n_levels=2, n_samples=2, n_steps=1)
