@@ -170,10 +170,24 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
 
 
 # --------------------------------------------------------------------------- train / decompose
-def _load_stimuli(path, key: str):
+def _load_array(path, key: str, key_flag: str):
+    """``data.load_npz`` with its errors naming the flags (``--data``, ``key_flag``) instead of its arguments."""
     from jaxdecomp import data
 
-    x = data.load_npz(path, key)
+    try:
+        return data.load_npz(path, key)
+    except (TypeError, ValueError, FileNotFoundError) as err:
+        msg = str(err)
+        for arg, flag in (("path:", "--data:"), ("key:", f"{key_flag}:")):
+            if msg.startswith(arg):
+                msg = flag + msg[len(arg):]
+        raise type(err)(msg) from err
+
+
+def _load_stimuli(path, key: str, key_flag: str = "--x-key"):
+    from jaxdecomp import data
+
+    x = _load_array(path, key, key_flag)
     return data.check_images(x, name=f"{path}[{key!r}]")
 
 
@@ -197,7 +211,7 @@ def run_train(data_path, out, *, neurons_name: str = "lnp", x_key: str = "x", r_
     out = Path(out)
     _check_out(out)
     if r_key is not None:
-        r = np.asarray(data.load_npz(data_path, r_key), dtype=np.float32)
+        r = np.asarray(_load_array(data_path, r_key, "--r-key"), dtype=np.float32)
         if r.ndim != 2 or r.shape[0] != x.shape[0]:
             raise ValueError(f"{data_path}[{r_key!r}]: expected responses (N, n_neurons) with N = {x.shape[0]}, got {r.shape}")
         xs, rs, source = x, r, f"file key {r_key!r}"

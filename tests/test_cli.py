@@ -128,3 +128,19 @@ def test_quick_demo_end_to_end(tmp_path):
     assert np.all(maps >= 0)
     # checkpoints were written and can be resumed
     assert any((tmp_path / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("content, flag, extra", [
+    (b"hello\n", "--data", []),                  # a text file named .npz: not the misleading allow_pickle message
+    (None, "--x-key", ["--x-key", "nope"]),      # a missing key names the flag, not the argument `key`
+    (None, "--r-key", ["--r-key", "nope"]),
+])
+def test_cli_data_errors_name_the_flags(tmp_path, capsys, content, flag, extra):
+    f = tmp_path / "d.npz"
+    if content is None:
+        np.savez(f, x=np.zeros((4, 8, 8), np.float32))
+    else:
+        f.write_bytes(content)
+    assert cli.main(["train", "--data", str(f), "--out", str(tmp_path / "o"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {flag}:" in err and "allow_pickle" not in err and "path:" not in err

@@ -120,6 +120,13 @@ def load_npz(path, key: str = "x") -> np.ndarray:
         raise TypeError(f"key: expected a str, got {type(key).__name__}")
     # Open the file ourselves so it is closed even when numpy fails to parse it.
     with open(path, "rb") as fid:
+        magic = fid.read(6)
+        fid.seek(0)
+        if not (magic.startswith(b"PK") or magic.startswith(b"\x93NUMPY")):
+            raise ValueError(
+                f"path: {path!r} is not a NumPy .npz/.npy file (it starts with {magic!r}, not a zip archive or "
+                f"the .npy signature); write arrays with numpy.savez(path, x=images)"
+            )
         try:
             loaded = np.load(fid, allow_pickle=False)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
