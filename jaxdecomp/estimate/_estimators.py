@@ -419,26 +419,38 @@ def _with_score_terms(f, h):
     return f + jax.lax.stop_gradient(f - b) * h.reshape(h.shape + (1,) * (f.ndim - 2))
 
 
+def _draw(key, t, denoiser, population, x, nodes, n_samples, sampler, n_steps, log_snr_end, mix_grad):
+    """Draw ``t`` of the I_local estimator (shared by ``ilocal``/``kong2`` and ``ilocal_tensor``, so
+    both see the same draws for the same key): level ``a = nodes[t // n_samples]``, blur noise
+    ``eps``, the blurred stimulus, the stimulus ``x_r`` the response is drawn at, the response ``r``
+    and both denoiser outputs. ``mix_grad``: split the x-gradient along the blur path (score
+    gradients, module docstring); the value is the same either way.
+    Returns ``(a, g, eps, x_g_full, x_r, r, eps_u, eps_c)``."""
+    a = nodes[t // n_samples]
+    k_eps, k_post, k_resp = jax.random.split(jax.random.fold_in(key, t), 3)
+    g = variance_from_log_snr(a)
+    eps = jax.random.normal(k_eps, x.shape, dtype=x.dtype)
+    x_g_full = x + jnp.sqrt(g) * eps
+    # same value; the x-gradient along the blur path is split: _MIX of it pathwise (+ response
+    # score), 1 - _MIX by Stein's lemma on eps (module docstring)
+    x_g = _scale_grad(x_g_full, _MIX) if mix_grad else x_g_full
+    z = to_variance_preserving(x_g, a)
+    eps_u = denoiser(z, a, None)
+    x_r = _draw_response_stimulus(k_post, denoiser, x, x_g, z, a, eps_u, sampler, n_steps, log_snr_end)
+    # the response is a draw: no pathwise gradient through it (its law's score enters via h)
+    r = jax.lax.stop_gradient(population.sample(k_resp, jax.lax.stop_gradient(x_r)))
+    eps_c = denoiser(z, a, r)
+    return a, g, eps, x_g_full, x_r, r, eps_u, eps_c
+
+
 def _ilocal_one(key, denoiser, population, x, nodes, n_samples, sampler, n_steps, log_snr_end, chunk,
                 score_gradient):
     """Per-node mean map (L, *S) and per-node variance of the mean total (L,) for one stimulus."""
     n_nodes = nodes.shape[0]
 
     def task(t):
-        a = nodes[t // n_samples]
-        k_eps, k_post, k_resp = jax.random.split(jax.random.fold_in(key, t), 3)
-        g = variance_from_log_snr(a)
-        eps = jax.random.normal(k_eps, x.shape, dtype=x.dtype)
-        x_g_full = x + jnp.sqrt(g) * eps
-        # same value; the x-gradient along the blur path is split: _MIX of it pathwise (+ response
-        # score), 1 - _MIX by Stein's lemma on eps (module docstring)
-        x_g = _scale_grad(x_g_full, _MIX) if score_gradient else x_g_full
-        z = to_variance_preserving(x_g, a)
-        eps_u = denoiser(z, a, None)
-        x_r = _draw_response_stimulus(k_post, denoiser, x, x_g, z, a, eps_u, sampler, n_steps, log_snr_end)
-        # the response is a draw: no pathwise gradient through it (its law's score enters via h)
-        r = jax.lax.stop_gradient(population.sample(k_resp, jax.lax.stop_gradient(x_r)))
-        eps_c = denoiser(z, a, r)
+        a, g, eps, x_g_full, x_r, r, eps_u, eps_c = _draw(key, t, denoiser, population, x, nodes, n_samples,
+                                                          sampler, n_steps, log_snr_end, score_gradient)
         f = 0.5 * (eps_c - eps_u) ** 2
         if not score_gradient:
             return f, jnp.zeros((), f.dtype)

@@ -28,14 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdecomp._interfaces import Estimate, MapResult
-from jaxdecomp.diffusion.schedules import Levels, to_variance_preserving, variance_from_log_snr
+from jaxdecomp.diffusion.schedules import Levels
 from jaxdecomp.estimate._estimators import (
     RESPONSE_SAMPLERS,
     _as_pytree,
     _check_count,
     _check_levels,
     _check_x,
-    _draw_response_stimulus,
+    _draw,
     _has_full_fisher,
     _has_method,
     _map_tasks,
@@ -118,16 +118,9 @@ def _deltas(key, denoiser, population, x, nodes, n_samples, sampler, n_steps, lo
     n_nodes = nodes.shape[0]
 
     def task(t):
-        a = nodes[t // n_samples]
-        k_eps, k_post, k_resp = jax.random.split(jax.random.fold_in(key, t), 3)
-        g = variance_from_log_snr(a)
-        eps = jax.random.normal(k_eps, x.shape, dtype=x.dtype)
-        x_g = x + jnp.sqrt(g) * eps
-        z = to_variance_preserving(x_g, a)
-        eps_u = denoiser(z, a, None)
-        x_r = _draw_response_stimulus(k_post, denoiser, x, x_g, z, a, eps_u, sampler, n_steps, log_snr_end)
-        r = jax.lax.stop_gradient(population.sample(k_resp, jax.lax.stop_gradient(x_r)))
-        return denoiser(z, a, r) - eps_u
+        *_, eps_u, eps_c = _draw(key, t, denoiser, population, x, nodes, n_samples, sampler, n_steps,
+                                 log_snr_end, False)
+        return eps_c - eps_u
 
     return _map_tasks(task, n_nodes * n_samples, chunk).reshape((n_nodes, n_samples) + x.shape)
 

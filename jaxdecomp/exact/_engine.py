@@ -253,6 +253,43 @@ def _settings(grid_points, integral: Integral):
     return lo, hi, g_min, g_max, M
 
 
+def _blur_grid(g, X, lo, hi, M: int, chunk: int):
+    """The blur grid of noise level ``g``: ``C`` (m, n_y), the normalised weights of
+    ``y ~ N(x_j, g I)`` on an ``M``-per-axis grid covering the stimulus grid +- 6 sqrt(g), and the
+    grid points padded to whole chunks, (n_chunks, chunk, d); ``n_y = M**d`` points are real."""
+    m, d = X.shape
+    n_y = M**d
+    n_chunks = -(-n_y // chunk)
+    s = jnp.sqrt(g)
+    axes = [jnp.linspace(lo[i] - 6 * s, hi[i] + 6 * s, M) for i in range(d)]
+    Y = jnp.stack([a.ravel() for a in jnp.meshgrid(*axes, indexing="ij")], axis=1)  # (n_y, d)
+    conv = [jax.nn.softmax(-((X[:, i, None] - axes[i][None, :]) ** 2) / (2 * g), axis=1) for i in range(d)]
+    C = conv[0]
+    for c in conv[1:]:
+        C = (C[:, :, None] * c[:, None, :]).reshape(m, -1)
+    Ypad = jnp.concatenate([Y, jnp.broadcast_to(Y[-1], (n_chunks * chunk - n_y, d))])
+    return C, Ypad.reshape(n_chunks, chunk, d), n_y
+
+
+def _posterior_differences(Yc, g, X, log_w, P, sizes):
+    """At blur points ``Yc`` (c, d): ``Q = p(cell | y)`` (c, K) and, per stimulus dimension ``i``,
+    ``m_i(y, r) - m_i(y, r1)`` on the cells (c, K) (posterior means on the grid; ``sizes = (K1, K2)``:
+    given the outer K1 cells, K1 = 1 unconditional). The one computation behind ``ilocal``,
+    ``kong2`` and ``ilocal_tensor``."""
+    K1, K2 = sizes
+    d2 = jnp.sum((Yc[:, None, :] - X[None, :, :]) ** 2, axis=-1)
+    Pi = jax.nn.softmax(log_w[None, :] - d2 / (2 * g), axis=1)  # p(x_j | y)
+    mu = Pi @ X
+    Q = Pi @ P  # p(cell | y)
+    Q1 = jnp.repeat(Q.reshape(-1, K1, K2).sum(-1), K2, axis=1)
+    diffs = []
+    for i in range(X.shape[1]):
+        N = (Pi * (X[None, :, i] - mu[:, i : i + 1])) @ P  # p(cell|y) (m(y,r) - m(y))
+        N1 = jnp.repeat(N.reshape(-1, K1, K2).sum(-1), K2, axis=1)
+        diffs.append(_safe_div(N, Q) - _safe_div(N1, Q1))
+    return Q, diffs
+
+
 @functools.partial(jax.jit, static_argnames=("M", "chunk", "sizes", "with_kong2"))
 def _level_integrands(gs, X, w, P, lo, hi, *, M, chunk, sizes, with_kong2):
     """For each blur variance g: E_{y~N(x,g)} J_ii(y) per grid point and dimension (m, d)
@@ -260,41 +297,24 @@ def _level_integrands(gs, X, w, P, lo, hi, *, M, chunk, sizes, with_kong2):
     cells given the outer ones (K1 = 1: unconditional)."""
     m, d = X.shape
     K = P.shape[1]
-    K1, K2 = sizes
     log_w = jnp.log(jnp.where(w > 0, w, 1e-300))
-    n_y = M**d
-    n_chunks = -(-n_y // chunk)
 
     # jax.checkpoint: under reverse-mode AD keep only each level's (and block's) inputs and
     # recompute the rest on the backward pass (else every level's (n_y, K) tables are stored)
     @jax.checkpoint
     def one_level(g):
-        s = jnp.sqrt(g)
-        axes = [jnp.linspace(lo[i] - 6 * s, hi[i] + 6 * s, M) for i in range(d)]
-        Y = jnp.stack([a.ravel() for a in jnp.meshgrid(*axes, indexing="ij")], axis=1)  # (n_y, d)
-        conv = [jax.nn.softmax(-((X[:, i, None] - axes[i][None, :]) ** 2) / (2 * g), axis=1) for i in range(d)]
-        C = conv[0]
-        for c in conv[1:]:
-            C = (C[:, :, None] * c[:, None, :]).reshape(m, -1)
-        Ypad = jnp.concatenate([Y, jnp.broadcast_to(Y[-1], (n_chunks * chunk - n_y, d))])
+        C, Yblocks, n_y = _blur_grid(g, X, lo, hi, M, chunk)
 
         @jax.checkpoint
         def block(Yc):
-            d2 = jnp.sum((Yc[:, None, :] - X[None, :, :]) ** 2, axis=-1)
-            Pi = jax.nn.softmax(log_w[None, :] - d2 / (2 * g), axis=1)  # p(x_j | y)
-            mu = Pi @ X
-            Q = Pi @ P  # p(cell | y)
-            Q1 = jnp.repeat(Q.reshape(-1, K1, K2).sum(-1), K2, axis=1)
+            Q, diffs = _posterior_differences(Yc, g, X, log_w, P, sizes)
             jy, D = [], jnp.zeros_like(Q)
-            for i in range(d):
-                N = (Pi * (X[None, :, i] - mu[:, i : i + 1])) @ P  # p(cell|y) (m(y,r) - m(y))
-                N1 = jnp.repeat(N.reshape(-1, K1, K2).sum(-1), K2, axis=1)
-                diff = _safe_div(N, Q) - _safe_div(N1, Q1)
+            for diff in diffs:
                 jy.append(jnp.sum(Q * diff**2, axis=1))
                 D = D + diff**2
             return jnp.stack(jy, axis=1) / g**2, (D / g**2 if with_kong2 else None)
 
-        jy, D = jax.lax.map(block, Ypad.reshape(n_chunks, chunk, d))
+        jy, D = jax.lax.map(block, Yblocks)
         Jy = jy.reshape(-1, d)[:n_y]
         E = C @ Jy
         k2 = jnp.sum(P * (C @ D.reshape(-1, K)[:n_y]), axis=1) if with_kong2 else jnp.zeros(m)

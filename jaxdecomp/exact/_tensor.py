@@ -26,6 +26,8 @@ from jaxdecomp.exact._engine import (
     _options,
     _plan,
     _Plan,
+    _blur_grid,
+    _posterior_differences,
     _safe_div,
     _settings,
     _x64,
@@ -35,40 +37,21 @@ from jaxdecomp.neurons._populations import joint_population
 
 @functools.partial(jax.jit, static_argnames=("M", "chunk", "sizes"))
 def _tensor_level_integrands(gs, X, w, P, lo, hi, *, M, chunk, sizes):
-    """For each blur variance g: E_{y~N(x,g)} J(y) per grid point, (L, m, d, d).
-    Mirrors ``_engine._level_integrands`` (same blur grid and posterior sums)."""
-    m, d = X.shape
-    K1, K2 = sizes
+    """For each blur variance g: E_{y~N(x,g)} J(y) per grid point, (L, m, d, d): the blur grid
+    and posterior sums of ``_engine._level_integrands``, keeping the cross terms."""
+    d = X.shape[1]
     log_w = jnp.log(jnp.where(w > 0, w, 1e-300))
-    n_y = M**d
-    n_chunks = -(-n_y // chunk)
 
     def one_level(g):
-        s = jnp.sqrt(g)
-        axes = [jnp.linspace(lo[i] - 6 * s, hi[i] + 6 * s, M) for i in range(d)]
-        Y = jnp.stack([a.ravel() for a in jnp.meshgrid(*axes, indexing="ij")], axis=1)  # (n_y, d)
-        conv = [jax.nn.softmax(-((X[:, i, None] - axes[i][None, :]) ** 2) / (2 * g), axis=1) for i in range(d)]
-        C = conv[0]
-        for c in conv[1:]:
-            C = (C[:, :, None] * c[:, None, :]).reshape(m, -1)
-        Ypad = jnp.concatenate([Y, jnp.broadcast_to(Y[-1], (n_chunks * chunk - n_y, d))])
+        C, Yblocks, n_y = _blur_grid(g, X, lo, hi, M, chunk)
 
         def block(Yc):
-            d2 = jnp.sum((Yc[:, None, :] - X[None, :, :]) ** 2, axis=-1)
-            Pi = jax.nn.softmax(log_w[None, :] - d2 / (2 * g), axis=1)  # p(x_j | y)
-            mu = Pi @ X
-            Q = Pi @ P  # p(cell | y)
-            Q1 = jnp.repeat(Q.reshape(-1, K1, K2).sum(-1), K2, axis=1)
-            diffs = []
-            for i in range(d):
-                N = (Pi * (X[None, :, i] - mu[:, i : i + 1])) @ P  # p(cell|y) (m_i(y,r) - m_i(y))
-                N1 = jnp.repeat(N.reshape(-1, K1, K2).sum(-1), K2, axis=1)
-                diffs.append(_safe_div(N, Q) - _safe_div(N1, Q1))
+            Q, diffs = _posterior_differences(Yc, g, X, log_w, P, sizes)
             rows = [jnp.stack([jnp.sum(Q * diffs[i] * diffs[j], axis=1) for j in range(d)], axis=1)
                     for i in range(d)]
             return jnp.stack(rows, axis=1) / g**2  # (chunk, d, d)
 
-        jy = jax.lax.map(block, Ypad.reshape(n_chunks, chunk, d))
+        jy = jax.lax.map(block, Yblocks)
         Jy = jy.reshape(-1, d, d)[:n_y]
         return jnp.einsum("my,yij->mij", C, Jy)
 
