@@ -32,7 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 H = 1e-4
 RTOL = 1e-4
-FAST = dict(n_levels=16)  # fewer noise levels: the comparison is of the same computed function
+# Fewer noise levels, and the engine's accuracy guards off (they warn instead of refusing): these tests
+# compare jax.grad with central differences of the SAME computed function on small grids, which is
+# exact whatever the grid's resolution; accuracy against closed forms is tested in test_exact.py.
+FAST = dict(n_levels=16, check=False)
 
 
 @pytest.fixture(autouse=True)
@@ -176,7 +179,11 @@ def test_every_measure_is_differentiable():
     rng = np.random.default_rng(4)
     v = {k: rng.normal(size=3) for k in POISSON}
     # the baseline is a leaf too: its tangent is 0 here, as in the differences
-    direction = N.poisson_population(N.gaussian_bumps(v["centers"], v["widths"], v["amplitudes"], 0.0))
+    # (a tangent, not a population: built from the pytree, since the constructor refuses negative widths)
+    base = poisson(POISSON)
+    direction = base.replace(rates=base.rates.replace(
+        centers=jnp.asarray(v["centers"]), widths=jnp.asarray(v["widths"]), amplitudes=jnp.asarray(v["amplitudes"]),
+        baseline=jnp.zeros_like(base.rates.baseline)))
     _, tangent = jax.jvp(fn, (poisson(POISSON),), (direction,))
     plus = poisson({k: POISSON[k] + H * v[k] for k in POISSON})
     minus = poisson({k: POISSON[k] - H * v[k] for k in POISSON})
