@@ -105,6 +105,7 @@ def test_kong2_and_surprise_match_exact_engine_1d():
         assert np.all(np.abs(np.asarray(est.total) - ref) / ref < 0.05)
 
 
+@pytest.mark.slow  # 49 s; the 1-D comparison with the exact engine stays in the default suite
 def test_ilocal_matches_exact_engine_2d():
     A = np.array([[1.2, 0.3], [-0.4, 1.0]])
     means, var, w = np.array([[-0.8, 0.5], [0.9, -0.4]]), np.array([0.3, 0.2]), np.array([0.5, 0.5])

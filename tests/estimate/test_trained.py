@@ -14,7 +14,8 @@ from jaxdecomp.diffusion import gaussian_denoiser
 from jaxdecomp.diffusion.training import TrainConfig
 
 
-@pytest.mark.parametrize("make, seed", [(T.case_gmm, 0), (T.case_poisson, 1)])
+@pytest.mark.parametrize("make, seed", [(T.case_gmm, 0),
+                                        pytest.param(T.case_poisson, 1, marks=pytest.mark.slow)])  # 78 s
 def test_trained_network_matches_truth(make, seed):
     case = make(jax.random.PRNGKey(100 + seed))
     row = T.run_case(case, 8000, jax.random.PRNGKey(200 + seed))
@@ -25,6 +26,7 @@ def test_trained_network_matches_truth(make, seed):
     assert row["ilocal_median_abs_relative_error"] < 0.10, row["ilocal_median_abs_relative_error"]
 
 
+@pytest.mark.slow  # 52 s; estimate(x, r) against a known MI also in test_estimate_mi.py
 def test_estimate_from_data_only():
     # Gaussian prior N(0, I_3), r = A x + 0.5 n: I = 1/2 log det(I + A A^T / 0.25)
     rng = np.random.default_rng(0)
