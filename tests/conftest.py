@@ -3,8 +3,11 @@
 * JAX runs on the CPU (the suite never needs an accelerator).
 * Rank promotion raises: an operation that silently broadcasts arrays of different ranks is an
   error in the library (``jax_numpy_rank_promotion="raise"``), as in equinox's test suite.
-* Tiers (README): ``-m "not slow and not train"`` is the fast everyday tier; the default
-  (``addopts`` in pyproject.toml) deselects only ``slow``.
+* Tiers (README): ``-m "not slow and not heavy"`` is the fast everyday tier; the default
+  (``addopts`` in pyproject.toml) deselects only ``slow``. ``heavy`` marks every test that took
+  more than a few seconds on the 2-core development machine (decorated in place), and every test
+  in the modules that train networks or run notebooks, the demo or the CLI end to end (those
+  are also marked ``train``).
 """
 
 import os
@@ -40,3 +43,4 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in TRAIN_MODULES:
             item.add_marker(pytest.mark.train)
+            item.add_marker(pytest.mark.heavy)
