@@ -19,6 +19,7 @@ from jaxdecomp.diffusion.checkpoint import load_model, model_info, save_model
 from jaxdecomp.diffusion.models import build_denoiser, denoiser_spec, model_spec
 from jaxdecomp.diffusion.networks import MLPDenoiser, PairDenoiser, UNetDenoiser, fit_response_scaling
 from jaxdecomp.diffusion.sampling import reverse_diffusion
+from jaxdecomp.diffusion.zeroshot import ZeroShotDenoiser, zero_shot_denoiser
 from jaxdecomp.diffusion.training import (
     TrainConfig,
     TrainResult,
@@ -44,6 +45,7 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "UNetDenoiser",
+    "ZeroShotDenoiser",
     "batch_indices",
     "build_denoiser",
     "denoiser_spec",
@@ -66,4 +68,5 @@ __all__ = [
     "train",
     "train_ensemble",
     "trained_model",
+    "zero_shot_denoiser",
 ]

@@ -163,6 +163,8 @@ def _check_population_matches(population, denoiser):
       be linear-Gaussian ``r = A x + b + sigma n`` with the denoiser's ``A``, ``b = 0`` and ``sigma``.
     * :class:`~jaxdecomp.diffusion.analytic.GridDenoiser` with an encoder: the same pytree structure
       and parameter values.
+    * Any other denoiser with a ``check_population(population)`` method (e.g. the zero-shot
+      denoiser of :mod:`jaxdecomp.diffusion.zeroshot`) checks it itself.
     Other denoisers (networks, user functions) carry no population: nothing is checked.
     """
     from jaxdecomp.diffusion.analytic import GaussianMixtureDenoiser, GridDenoiser
@@ -214,6 +216,8 @@ def _check_population_matches(population, denoiser):
         if _all_concrete((l1, l2)) and not all(_close(a, b) for a, b in zip(l1, l2)):
             raise ValueError("population: its parameters differ from those of the encoder the grid denoiser was "
                              "built with; pass denoiser.encoder (or build the denoiser from this population)")
+    elif callable(getattr(denoiser, "check_population", None)):
+        denoiser.check_population(population)
 
 
 def _own_population(denoiser):
