@@ -14,6 +14,7 @@ from jaxdecomp.estimate._estimators import (
     small_noise_tail,
     specific_surprise,
 )
+from jaxdecomp.estimate._dataset import StoreLocked, StoreMismatch, decompose_dataset, load_dataset_maps
 from jaxdecomp.estimate._fit import estimate
 from jaxdecomp.estimate._maps import pixel_maps
 from jaxdecomp.estimate._tensor import TensorResult, ilocal_tensor
@@ -21,6 +22,10 @@ from jaxdecomp.estimate._tensor import TensorResult, ilocal_tensor
 __all__ = [
     "RESPONSE_SAMPLERS",
     "Estimate",
+    "StoreLocked",
+    "StoreMismatch",
+    "decompose_dataset",
+    "load_dataset_maps",
     "estimate",
     "MapResult",
     "ilocal",
