@@ -1,4 +1,4 @@
-"""The ``jaxdecomp`` command: ``demo``, ``train`` and ``decompose``.
+"""The ``jaxdecomp`` command: ``demo``, ``train``, ``fit`` and ``decompose``.
 
 ``jaxdecomp demo --out DIR`` runs the whole method on bundled handwritten digits: it
 simulates the paper's 49-neuron LNP population, trains one conditional UNet denoiser
@@ -24,6 +24,11 @@ insist on continuing (an error if there is nothing to continue). A second run on
 architecture, weights, digests and the neuron model it was trained with), which is all
 ``jaxdecomp decompose --model OUT`` needs. This module only parses arguments, logs and calls
 the library; nothing in the library or the experiments imports it.
+
+``jaxdecomp fit --data REC.npz --out ENC`` fits an encoder (LNP/GLM or CNN) to recorded stimuli and
+responses (:func:`jaxdecomp.neurons.fit_encoder`, ``docs/recordings.md``), prints held-out bits/spike,
+correlation and FEV, and writes the encoder folder ENC. A denoiser trained on the recordings
+(``train --r-key``) is decomposed with it: ``decompose --model RUN --encoder ENC``.
 """
 
 from __future__ import annotations
@@ -212,8 +217,11 @@ def run_train(data_path, out, *, neurons_name: str = "lnp", x_key: str = "x", r_
     _check_out(out)
     if r_key is not None:
         r = np.asarray(_load_array(data_path, r_key, "--r-key"), dtype=np.float32)
+        if r.ndim == 3 and r.shape[0] == x.shape[0] and r.shape[1] >= 1:  # (N, repeats, n): one pair per trial
+            x, r = np.repeat(x, r.shape[1], axis=0), r.reshape(-1, r.shape[2])
         if r.ndim != 2 or r.shape[0] != x.shape[0]:
-            raise ValueError(f"{data_path}[{r_key!r}]: expected responses (N, n_neurons) with N = {x.shape[0]}, got {r.shape}")
+            raise ValueError(f"{data_path}[{r_key!r}]: expected responses (N, n_neurons) or (N, repeats, n_neurons) "
+                             f"with N = {x.shape[0]}, got {r.shape}")
         xs, rs, source = x, r, f"file key {r_key!r}"
     else:
         pop = neurons.image_population(neurons_name, shape)
@@ -230,6 +238,65 @@ def run_train(data_path, out, *, neurons_name: str = "lnp", x_key: str = "x", r_
     return out
 
 
+_FIT_FLAGS = {"x": "--x-key", "r": "--r-key", "val_fraction": "--val-fraction", "smooth": "--smooth", "l1": "--l1",
+              "steps": "--steps", "learning_rate": "--lr", "nonlinearity": "--nonlinearity", "model": "--model",
+              "noise": "--noise", "batch_size": "--batch", "path": "--out"}
+
+
+def _flag_error(err: Exception, flags: dict) -> Exception:
+    """The same error with a leading ``argument:`` of the library replaced by its flag."""
+    msg = str(err)
+    head, sep, rest = msg.partition(": ")
+    if sep and head in flags:
+        msg = f"{flags[head]}: {rest}"
+    return type(err)(msg)
+
+
+def run_fit(data_path, out, *, x_key: str = "x", r_key: str = "r", model: str = "lnp", noise: str = "poisson",
+            nonlinearity: str | None = None, smooth: float = 0.0, l1: float = 0.0, val_fraction: float = 0.2,
+            steps: int = 3000, learning_rate: float = 0.02, batch: int | None = None, seed: int = 0,
+            overwrite: bool = False) -> dict:
+    """Fit an encoder to recorded stimuli (``x_key``, ``(N, ...)``) and responses (``r_key``, ``(N, n)`` or
+    ``(N, repeats, n)``) in ``data_path`` (:func:`jaxdecomp.neurons.fit_encoder`); save it to the folder
+    ``out`` (:func:`jaxdecomp.neurons.save_encoder`, validation metrics in its metadata) and print the
+    held-out metrics. An existing ``out`` is refused unless ``overwrite``. Returns the metrics."""
+    import jax
+
+    from jaxdecomp import neurons
+    from jaxdecomp.plotting import to_jsonable
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"--out: '{out}' already exists; pass --overwrite to replace it (only a folder "
+                              f"written by `jaxdecomp fit` is ever replaced)")
+    x = _load_array(data_path, x_key, "--x-key")
+    r = _load_array(data_path, r_key, "--r-key")
+    try:
+        x, r = neurons.check_recordings(x, r, noise=noise, x_name=f"--x-key {x_key!r}", r_name=f"--r-key {r_key!r}")
+        res = neurons.fit_encoder(jax.random.PRNGKey(seed), x, r, model=model, noise=noise,
+                                  nonlinearity=nonlinearity, smooth=smooth, l1=l1, val_fraction=val_fraction,
+                                  steps=steps, learning_rate=learning_rate, batch_size=batch)
+    except (ValueError, TypeError) as err:
+        raise _flag_error(err, _FIT_FLAGS) from err
+    m = res.metrics
+    meta = dict(config=res.config, validation_metrics=to_jsonable(m), data=str(data_path), x_key=x_key, r_key=r_key,
+                seed=int(seed))
+    try:
+        path = neurons.save_encoder(out, res.encoder, overwrite=overwrite, metadata=meta)
+    except (ValueError, TypeError, FileExistsError) as err:
+        raise _flag_error(err, _FIT_FLAGS) from err
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    score = (f"{fmt(m.get('bits_per_spike_pooled'))} bits/spike over the null model" if noise == "poisson" else
+             f"{fmt(m.get('bits_per_trial_pooled'))} bits/trial over the null model")
+    _log(f"fitted a {model} encoder ({res.config['n_neurons']} neurons) on {res.config['n_train']} stimuli x "
+         f"{res.config['repeats']} repeats; best step {res.best_step} of {res.config['steps_run']}")
+    _log(f"validation ({res.config['n_val']} held-out stimuli): {score}, correlation with the trial average "
+         f"{fmt(m.get('correlation_mean'))}, FEV {fmt(m.get('fev_mean'))} (mean over neurons; "
+         f"{'needs repeats' if m.get('fev') is None else 'pooled ' + fmt(m.get('fev_pooled'))})")
+    _log(f"saved the fitted encoder to {path} (use it with `jaxdecomp decompose --encoder {out}`)")
+    return m
+
+
 def _model_path(model_dir) -> Path:
     """The model directory: ``model_dir`` itself or its ``denoiser/`` (what ``jaxdecomp train`` writes)."""
     model_dir = Path(model_dir)
@@ -242,12 +309,19 @@ def _model_path(model_dir) -> Path:
 
 def run_decompose(data_path, model_dir, out, *, neurons_name: str | None = None, x_key: str = "x",
                   n_images: int = 8, seed: int = 0, n_levels: int = 32, n_samples: int = 16,
-                  n_steps: int = 16) -> dict:
+                  n_steps: int = 16, encoder_dir=None, all_images: bool = False, chunk: int = 256,
+                  resume: bool = False, overwrite: bool = False) -> dict:
     """I_local and Fisher pixel maps of the first ``n_images`` images with a trained denoiser.
+
+    ``all_images`` (``--all``): every image instead, with :func:`jaxdecomp.estimate.decompose_dataset`
+    (sharded over all devices, ``chunk`` images at a time, resumable store ``OUT/store``; ``resume`` /
+    ``overwrite`` are its ``--resume`` / ``--overwrite``); the figure shows the first ``n_images``.
 
     ``neurons_name``: the neuron model of the responses; ``None`` takes the one the denoiser was
     trained with (recorded by ``jaxdecomp train``; ``"lnp"`` for model folders that record none).
     A different model than the recorded one, or a denoiser trained on recorded responses, is refused.
+    ``encoder_dir``: a fitted encoder (``jaxdecomp fit``) that simulates the responses instead; the one
+    way to decompose with a denoiser trained on recorded responses (``--r-key``).
     """
     import jax
 
@@ -257,18 +331,32 @@ def run_decompose(data_path, model_dir, out, *, neurons_name: str | None = None,
 
     if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
         raise ValueError(f"--n-images: expected a positive int, got {n_images!r}")
+    if (resume or overwrite) and not all_images:
+        raise ValueError("--resume, --overwrite: they act on the store of --all (OUT/store); pass --all too")
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"--chunk: expected a positive int, got {chunk!r}")
     path = _model_path(model_dir)
     info = model_info(path)
     meta = info.get("metadata") or {}
     trained_with = meta.get("neurons")
-    if trained_with is None and str(meta.get("responses", "")).startswith("file key"):
+    recorded = trained_with is None and str(meta.get("responses", "")).startswith("file key")
+    if encoder_dir is not None:
+        if neurons_name is not None:
+            raise ValueError("--encoder, --neurons: pass one of them (--encoder simulates responses with a fitted "
+                             "encoder, --neurons with a built-in neuron model)")
+        if trained_with is not None:
+            raise ValueError(f"--encoder: {path} was trained on responses simulated from the neuron model "
+                             f"{trained_with!r}, not on recorded ones; a fitted encoder would give responses the "
+                             f"network never saw. Drop --encoder, or train on the recordings (--r-key).")
+    elif recorded:
         raise ValueError(
             f"--model: {path} was trained on recorded responses ({meta['responses']}); decompose must draw "
             f"responses r ~ p(r | x') for stimuli that were never shown, which needs the encoder that produced "
-            f"them, and jaxdecomp cannot infer it from the recordings. Train with simulated responses "
-            f"(--neurons NAME, no --r-key) to decompose with that neuron model."
+            f"them, and jaxdecomp cannot infer it from the recordings. Fit an encoder to the recordings "
+            f"(`jaxdecomp fit --data REC.npz --out ENC`) and pass it with --encoder ENC, or train with simulated "
+            f"responses (--neurons NAME, no --r-key) to decompose with that neuron model."
         )
-    if neurons_name is None:
+    if neurons_name is None and encoder_dir is None:
         neurons_name = trained_with or "lnp"
     elif trained_with is not None and neurons_name != trained_with:
         raise ValueError(
@@ -276,21 +364,41 @@ def run_decompose(data_path, model_dir, out, *, neurons_name: str | None = None,
             f"({trained_with!r}); the maps would describe a population the network never saw. Drop --neurons "
             f"(it defaults to {trained_with!r}) or train a denoiser for {neurons_name!r}."
         )
-    x = _load_stimuli(data_path, x_key)[:n_images]
+    x = _load_stimuli(data_path, x_key)
+    x = x if all_images else x[:n_images]
     model = load_model(path)
     if tuple(x.shape[1:]) != tuple(model.shape):
         raise ValueError(f"--data: images of shape {tuple(x.shape[1:])} but the denoiser was trained on "
                          f"{tuple(model.shape)}")
-    pop = neurons.image_population(neurons_name, tuple(x.shape[1:]))
+    if encoder_dir is not None:
+        try:
+            pop = neurons.load_encoder(encoder_dir, shape=tuple(x.shape[1:]))
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            raise _flag_error(err, {"path": "--encoder", "shape": "--encoder"}) from err
+        neurons_name = f"fitted encoder {encoder_dir}"
+    else:
+        pop = neurons.image_population(neurons_name, tuple(x.shape[1:]))
     n_pop = int(jax.eval_shape(pop.sample, jax.random.PRNGKey(0), x[0]).shape[-1])
     if n_pop != model.n_neurons:
-        raise ValueError(f"--neurons: neuron model {neurons_name!r} has {n_pop} neurons but the denoiser was "
+        flag = "--encoder" if encoder_dir is not None else "--neurons"
+        raise ValueError(f"{flag}: neuron model {neurons_name!r} has {n_pop} neurons but the denoiser was "
                          f"trained on responses of {model.n_neurons}")
-    maps = estimate.pixel_maps(jax.random.PRNGKey(seed), model, pop, x, n_levels=n_levels, n_samples=n_samples,
-                               n_steps=n_steps)
-    fig = map_figure(x, {"Fisher J_ii(x)": maps["fisher"], "I_local": maps["ilocal"]},
-                     titles=[f"I={t:.2f}" for t in maps["ilocal_total"]])
-    results = dict(data=str(data_path), model_dir=str(model_dir), neurons=neurons_name, **maps)
+    if all_images:      # every image: sharded, chunked, resumable (OUT/store); keys fold_in(key, image index)
+        store = Path(out) / "store"
+        _log(f"I_local maps of all {len(x)} images on {jax.device_count()} device(s), {chunk} per chunk, "
+             f"store {store}")
+        maps = estimate.decompose_dataset(jax.random.PRNGKey(seed), model, pop, x, store, chunk=chunk,
+                                          n_levels=n_levels, n_samples=n_samples, n_steps=n_steps,
+                                          **_resume_mode(resume, overwrite))
+    else:
+        maps = estimate.pixel_maps(jax.random.PRNGKey(seed), model, pop, x, n_levels=n_levels, n_samples=n_samples,
+                                   n_steps=n_steps)
+    panel = min(n_images, len(x))
+    fig = map_figure(x[:panel], {"Fisher J_ii(x)": maps["fisher"][:panel], "I_local": maps["ilocal"][:panel]},
+                     titles=[f"I={t:.2f}" for t in maps["ilocal_total"][:panel]])
+    summary = (dict(n_images=len(x), ilocal_total=maps["ilocal_total"], ilocal_se=maps["ilocal_se"],
+                    store=str(Path(out) / "store")) if all_images else maps)   # all maps are in maps.npz
+    results = dict(data=str(data_path), model_dir=str(model_dir), neurons=neurons_name, **summary)
     _write(Path(out), fig, results)
     np.savez(Path(out) / "maps.npz", **maps)
     _log(f"wrote {Path(out) / 'figure.png'}, results.json and maps.npz")
@@ -349,6 +457,43 @@ def _parser() -> argparse.ArgumentParser:
                    help="the neuron model of the responses (default: the one the denoiser was trained with)")
     c.add_argument("--n-images", type=int, default=8)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--encoder", default=None,
+                   help="a fitted encoder folder (`jaxdecomp fit`) to simulate responses with; needed for a "
+                        "denoiser trained on recorded responses (--r-key)")
+    c.add_argument("--all", action="store_true", dest="all_images",
+                   help="every image of --data (not the first --n-images): sharded over all devices, --chunk images "
+                        "at a time, written to the resumable store OUT/store; a rerun continues it")
+    c.add_argument("--chunk", type=int, default=256, help="images per chunk with --all (default: 256)")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true",
+                   help="with --all: continue OUT/store (an error if there is none or it was written with other "
+                        "settings); without a flag it is continued when the settings match")
+    g.add_argument("--overwrite", action="store_true",
+                   help="with --all: delete the maps in OUT/store and start afresh (by default a store written with "
+                        "other settings is refused and left untouched)")
+    f = sub.add_parser("fit", help="fit an encoder (LNP/GLM or CNN) to recorded stimulus-response data (.npz)",
+                       description="Fit an encoding model p(r | x) by maximum likelihood to stimuli (--x-key, (N, ...)) "
+                                   "and responses (--r-key, (N, n) or (N, repeats, n)) in an .npz file; split train/"
+                                   "validation by stimulus, stop early on the validation log-likelihood, print "
+                                   "bits/spike, correlation and FEV, and save the encoder folder to --out (for "
+                                   "`jaxdecomp decompose --encoder OUT`).")
+    f.add_argument("--data", required=True, help="path to an .npz file with stimuli and responses")
+    f.add_argument("--out", required=True, help="folder for the fitted encoder (encoder.json + weights.npz)")
+    f.add_argument("--x-key", default="x", help="name of the stimulus array (default: x)")
+    f.add_argument("--r-key", default="r", help="name of the response array (default: r)")
+    f.add_argument("--model", default="lnp", choices=("lnp", "cnn"), help="lnp: GLM (linear filter, nonlinearity); "
+                   "cnn: the CNN retina architecture (images, Poisson)")
+    f.add_argument("--noise", default="poisson", choices=("poisson", "gaussian"))
+    f.add_argument("--nonlinearity", default=None, choices=("exp", "softplus", "sigmoid", "linear"),
+                   help="lnp output nonlinearity (default: softplus for Poisson, linear for Gaussian)")
+    f.add_argument("--smooth", type=float, default=0.0, help="Laplacian smoothness penalty on the filters")
+    f.add_argument("--l1", type=float, default=0.0, help="L1 sparsity penalty on the filters")
+    f.add_argument("--val-fraction", type=float, default=0.2, help="fraction of stimuli held out (default: 0.2)")
+    f.add_argument("--steps", type=int, default=3000, help="maximum optimisation steps (default: 3000)")
+    f.add_argument("--lr", type=float, default=0.02, help="Adam learning rate (default: 0.02)")
+    f.add_argument("--batch", type=int, default=None, help="stimuli per step (default: all, full batch)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--overwrite", action="store_true", help="replace an encoder folder already at --out")
     return p
 
 
@@ -364,9 +509,15 @@ def main(argv=None) -> int:
             run_train(args.data, args.out, neurons_name=args.neurons, x_key=args.x_key, r_key=args.r_key,
                       steps=args.steps, batch=args.batch, seed=args.seed, resume=args.resume,
                       overwrite=args.overwrite)
+        elif args.command == "fit":
+            run_fit(args.data, args.out, x_key=args.x_key, r_key=args.r_key, model=args.model, noise=args.noise,
+                    nonlinearity=args.nonlinearity, smooth=args.smooth, l1=args.l1, val_fraction=args.val_fraction,
+                    steps=args.steps, learning_rate=args.lr, batch=args.batch, seed=args.seed,
+                    overwrite=args.overwrite)
         else:
             run_decompose(args.data, args.model, args.out, neurons_name=args.neurons, x_key=args.x_key,
-                          n_images=args.n_images, seed=args.seed)
+                          n_images=args.n_images, seed=args.seed, encoder_dir=args.encoder,
+                          all_images=args.all_images, chunk=args.chunk, resume=args.resume, overwrite=args.overwrite)
     except CheckpointMismatch as err:
         print(f"jaxdecomp {args.command}: error: --out: '{err.directory}' holds checkpoints (step {err.step}) of a "
               f"training run with other settings ({'; '.join(err.differences)}); nothing was changed. Pass "
@@ -380,6 +531,9 @@ def main(argv=None) -> int:
         msg = str(err)
         if msg.startswith("checkpoint_dir: "):          # the library names its argument; ours is --out
             msg = "--out: " + msg[len("checkpoint_dir: "):].replace("resume='must'", "--resume")
+        elif msg.startswith("store: "):                 # decompose --all's OUT/store
+            msg = "--out: " + msg[len("store: "):].replace("resume='must'", "--resume").replace(
+                "overwrite=True", "--overwrite")
         print(f"jaxdecomp {args.command}: error: {msg}", file=sys.stderr)
         return 2
     return 0

@@ -11,6 +11,11 @@ Image encoders (one image ``x: (H, W)`` in [-1, 1]; private modules ``_geometry`
 mask x feature readout; ``save_retina_params`` / ``load_retina_params``),
 ``linear_gaussian_population`` (exact Gaussian-mixture oracles) and the registry
 ``image_population(name, shape, **kw)`` over ``IMAGE_MODELS``.
+
+Fitting to recordings (private module ``_fit``, ``docs/recordings.md``): ``fit_encoder``
+(alias ``fit``; LNP/GLM or CNN-retina architecture, Poisson or Gaussian, split by stimulus,
+early stopping), ``encoder_metrics`` (bits/spike, correlation, FEV), ``save_encoder`` /
+``load_encoder`` / ``encoder_info`` (fitted-encoder folders).
 """
 
 from jaxdecomp._interfaces import Encoder
@@ -41,6 +46,18 @@ from jaxdecomp.neurons._rates import (
     von_mises,
 )
 from jaxdecomp.neurons._simulate import simulate_responses
+from jaxdecomp.neurons._fit import (
+    FitResult,
+    GLMRates,
+    check_recordings,
+    encoder_info,
+    encoder_metrics,
+    fit_encoder,
+    load_encoder,
+    save_encoder,
+)
+
+fit = fit_encoder  #: alias of :func:`fit_encoder`
 
 __all__ = [
     "Encoder",
@@ -79,4 +96,13 @@ __all__ = [
     "simulate_responses",
     "transform_response",
     "von_mises",
+    "FitResult",
+    "GLMRates",
+    "check_recordings",
+    "encoder_info",
+    "encoder_metrics",
+    "fit",
+    "fit_encoder",
+    "load_encoder",
+    "save_encoder",
 ]
