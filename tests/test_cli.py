@@ -11,6 +11,7 @@ import pytest
 from jaxdecomp import cli, diffusion, estimate
 
 
+@pytest.mark.heavy
 def test_help_lists_commands_and_models():
     out = subprocess.run([sys.executable, "-m", "jaxdecomp", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
@@ -84,6 +85,7 @@ def _train_and_decompose(tmp_path, capsys, n_levels=32, n_samples=16, n_steps=16
     assert "corrupt" in capsys.readouterr().err
 
 
+@pytest.mark.heavy
 def test_train_then_decompose_wiring(tmp_path, capsys, monkeypatch):
     """run_train saves one model directory (architecture, weights, neuron model); decompose needs only it."""
     monkeypatch.setattr(diffusion, "train", _fake_train)
@@ -113,6 +115,7 @@ def test_train_then_decompose_for_real(tmp_path, capsys):
     _train_and_decompose(tmp_path, capsys, n_levels=2, n_samples=2, n_steps=1)
 
 
+@pytest.mark.heavy
 def test_quick_demo_end_to_end(tmp_path):
     res = cli.run_demo(tmp_path, quick=True, steps=400)
     assert (tmp_path / "figure.png").stat().st_size > 10_000

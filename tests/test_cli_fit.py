@@ -34,6 +34,7 @@ def _fake_maps(key, denoiser, population, x, **kw):
     return dict(ilocal=z, ilocal_total=np.zeros(len(x)), ilocal_se=np.zeros(len(x)), fisher=z)
 
 
+@pytest.mark.heavy
 def test_fit_then_decompose_with_encoder(tmp_path, capsys, monkeypatch):
     pop, x, r = _recordings(tmp_path / "rec.npz")
     enc = tmp_path / "enc"

@@ -191,6 +191,7 @@ def test_exact_engine_refuses_tracers_and_points_to_differentiable():
         jax.jit(lambda p: exact.ilocal(grid, p))(pop)
 
 
+@pytest.mark.heavy
 def test_differentiable_user_encoder_matches_central_differences():
     """Gradients of I(R;X) and of I_local(x_j) w.r.t. centres and slopes against central
     differences of the public functions, along a direction with no zero entry in each
@@ -224,6 +225,7 @@ def test_differentiable_user_encoder_matches_central_differences():
 # ----------------------------------------------------------------------------- denoiser estimators
 
 
+@pytest.mark.heavy
 def test_estimate_ilocal_with_grid_denoiser_agrees_with_exact_engine():
     """The exact discrete-prior denoiser for the user's encoder: the Monte Carlo I_local at
     4 grid points within 4 standard errors of the exact engine. Levels stop at the engine's
@@ -253,6 +255,7 @@ def test_estimate_ilocal_with_grid_denoiser_agrees_with_exact_engine():
 # ----------------------------------------------------------------------------- one result shape
 
 
+@pytest.mark.heavy
 def test_every_estimator_returns_estimate_or_map_result():
     D = gaussian_denoiser(np.zeros(2), np.ones(2), np.array([[1.0, 0.5]]), 0.5)
     mi = D.mutual_information(jax.random.PRNGKey(0), 20_000, 4)

@@ -38,11 +38,13 @@ def _run(code: str) -> list:
 _LOADED = "[m for m in {heavy!r} if any(k == m or k.startswith(m + '.') for k in sys.modules)]"
 
 
+@pytest.mark.heavy
 def test_import_exact_does_not_load_the_training_stack():
     loaded = _run(f"import sys, json, jaxdecomp.exact; print(json.dumps({_LOADED.format(heavy=HEAVY)}))")
     assert loaded == [], f"import jaxdecomp.exact loaded {loaded}"
 
 
+@pytest.mark.heavy
 def test_import_neurons_and_data_do_not_load_the_training_stack():
     loaded = _run(
         "import sys, json, jaxdecomp.neurons, jaxdecomp.data; "
@@ -51,6 +53,7 @@ def test_import_neurons_and_data_do_not_load_the_training_stack():
     assert loaded == [], f"import jaxdecomp.neurons, jaxdecomp.data loaded {loaded}"
 
 
+@pytest.mark.heavy
 def test_subpackages_are_reachable_lazily_from_the_top_level():
     before, loaded, reachable, listed, heavy = _run(
         "import sys, json, jaxdecomp; "

@@ -58,6 +58,7 @@ def test_gaussian_tensor_trace_is_the_mutual_information():
     assert abs(g0[0, 0]) < 1e-10 and np.diag(g0)[1:].min() > 0
 
 
+@pytest.mark.heavy
 def test_gaussian_estimator_with_exact_denoisers_d3():
     """The estimator with exact denoisers at 32 prior stimuli: the total and every pixel of the map
     agree with the closed form (the truth is the same at every x, so the 32 estimates are
@@ -101,6 +102,7 @@ def test_grid_task_interpolates_bilinearly_in_2d():
 
 
 # ----------------------------------------------------------------------------- mixtures
+@pytest.mark.heavy
 def test_mixture_completeness():
     rng = np.random.default_rng(0)
     mt = tasks.gaussian_mixture([0.2, 0.3, 0.5], rng.normal(size=(3, 2)) * 1.5, [0.3, 0.5, 0.8],
@@ -144,6 +146,7 @@ def _bumps_1d():
     return grid, pop
 
 
+@pytest.mark.heavy
 def test_empirical_mutual_information_matches_exact_engine():
     """On a discrete prior (the 41 points of a grid with their masses) the exact engine's MI is the
     exact MI of the discrete prior (sums over the points and the enumerated Poisson counts)."""
@@ -155,6 +158,7 @@ def test_empirical_mutual_information_matches_exact_engine():
     assert abs(mi.value - truth) < 4.5 * mi.stderr, (mi, truth)
 
 
+@pytest.mark.heavy
 def test_empirical_completeness_1d():
     grid, pop = _bumps_1d()
     et = tasks.empirical(np.asarray(grid.points)[:, None], pop, grid.weights)
@@ -163,6 +167,7 @@ def test_empirical_completeness_1d():
     assert abs(c["z"]) < 4.5, c
 
 
+@pytest.mark.heavy
 def test_digits_lnp_completeness():
     """The paper's LNP Poisson population on 24 digits (8x8) with the empirical prior: I_local from
     the exact denoisers at every stored digit, weighted by the prior, against the exact-density MI."""

@@ -377,6 +377,7 @@ def test_cli_unwritable_or_busy_out(tmp_path, capsys, monkeypatch):
     assert "--out" in err and "in use by another training run" in err
 
 
+@pytest.mark.heavy
 def test_cli_demo_passes_the_flags_and_explains_a_mismatch(tmp_path, capsys, monkeypatch):
     """The demo into a folder left by a run with other settings: train() refuses (tested above
     with real checkpoints); here the demo's flags and its error message."""

@@ -70,6 +70,7 @@ def _brute(prior_pdf, xs, x_g, g, lik=None):
     return m, (p * (xs - m) ** 2).sum(), (p * (xs - m) ** 4).sum()
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("a", [-4.0, 0.5, 4.0, 10.0])
 def test_gmm_denoiser_matches_numerical_posterior(a):
     w, mu, var, A, sig = [0.3, 0.7], [[-1.0], [1.5]], [0.2, 0.5], [[1.0], [-0.5]], [0.4, 0.7]
@@ -104,6 +105,7 @@ def test_gmm_denoiser_matches_numerical_posterior(a):
     assert dx > 0
 
 
+@pytest.mark.heavy
 def test_gaussian_denoiser_closed_form_and_mi():
     # d = 3 Gaussian prior N(m, diag(s)), r = A x + sigma n: MI = 1/2 log det(I + A S A^T / sigma^2)
     rng = np.random.default_rng(0)

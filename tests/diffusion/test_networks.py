@@ -68,6 +68,7 @@ def _make(kind, shape, **kw):
     return _mlp(shape, **kw) if kind == "mlp" else _unet(shape, **kw)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("kind,shape", NETS)
 def test_shapes_single_and_batched(kind, shape):
     net = _make(kind, shape)
@@ -81,6 +82,7 @@ def test_shapes_single_and_batched(kind, shape):
     assert net.shape == tuple(shape) and net.n_neurons == N_NEURONS
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("shape", [(32, 32), (64, 64), (32, 32, 3)])
 def test_unet_large_images_shapes(shape):
     net = _unet(shape, channels=(8, 16, 16, 32))
@@ -89,6 +91,7 @@ def test_unet_large_images_shapes(shape):
     assert out.shape == z.shape and out.dtype == jnp.float32
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("kind,shape", [("mlp", (4, 4)), ("unet", (8, 8))])
 def test_vmap_of_single_equals_batched(kind, shape):
     net = _make(kind, shape)
@@ -102,6 +105,7 @@ def test_vmap_of_single_equals_batched(kind, shape):
     np.testing.assert_allclose(uncond, _apply(net, z, a, None), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("kind,shape", [("mlp", (5,)), ("unet", (8, 8))])
 def test_null_embedding_and_drop_mask(kind, shape):
     net = _make(kind, shape)
@@ -117,6 +121,7 @@ def test_null_embedding_and_drop_mask(kind, shape):
     np.testing.assert_allclose(mixed[1::2], cond[1::2], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("kind,shape", [("mlp", (5,)), ("unet", (8, 8))])
 def test_jit_with_module_argument(kind, shape):
     net = _make(kind, shape)
@@ -132,6 +137,7 @@ def test_jit_with_module_argument(kind, shape):
     assert np.max(np.abs(f(net2, z, a, r) - before)) > 1e-3
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("kind,shape", [("mlp", (5,)), ("unet", (8, 8))])
 def test_bad_shapes_name_the_argument(kind, shape):
     net = _make(kind, shape)
@@ -160,6 +166,7 @@ def test_bad_shapes_name_the_argument(kind, shape):
         uncond(z, a, r)
 
 
+@pytest.mark.heavy
 def test_real_initialisation():
     """Networks built normally: zero-initialised output layers give eps_hat = 0 at first; finite."""
     mlp = MLPDenoiser((5,), n_neurons=2, hidden=8, depth=1, emb_dim=4, n_fourier=2, rngs=nnx.Rngs(0))
@@ -186,6 +193,7 @@ def test_constructor_validation():
     nnx.eval_shape(lambda: UNetDenoiser((12, 12), channels=(8, 16, 16), rngs=nnx.Rngs(0)))  # 12 % 4 == 0: fine
 
 
+@pytest.mark.heavy
 def test_pair_denoiser_routes():
     shape = (6,)
     uncond = _build(MLPDenoiser, shape, hidden=16, depth=1, emb_dim=8)
@@ -206,6 +214,7 @@ def test_pair_denoiser_routes():
         PairDenoiser(uncond, uncond)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("kind,shape", [("mlp", (5,)), ("unet", (8, 8))])
 def test_bfloat16_compute_gives_float32_output(kind, shape):
     net = _make(kind, shape, dtype=jnp.bfloat16)
@@ -296,6 +305,7 @@ def test_build_denoiser_bad_spec_names_the_argument():
         model_spec(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("kind", ["unet", "pair"])
 def test_save_load_round_trip_without_template(tmp_path, kind):
     if kind == "unet":

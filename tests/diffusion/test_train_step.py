@@ -43,6 +43,7 @@ def _max_rel(a, b):
     return max(float(np.max(np.abs(u - v)) / (np.max(np.abs(v)) + 1e-6)) for u, v in zip(_leaves(a), _leaves(b)))
 
 
+@pytest.mark.heavy
 def test_user_loop_reproduces_train():
     """The loop in the module docstring gives train()'s weights and loss log bit for bit (same
     step function, same batches, same keys, one device: the same XLA program)."""
@@ -73,6 +74,7 @@ def test_user_loop_reproduces_train():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.heavy
 def test_vmapped_step_equals_separate_runs():
     """jax.vmap of the step over 4 members (initial weights, keys, batches) equals 4 separate runs.
 
@@ -114,6 +116,7 @@ def test_vmapped_step_equals_separate_runs():
     assert spread > 1e-2, spread
 
 
+@pytest.mark.heavy
 def test_train_ensemble_matches_train_and_resumes(tmp_path):
     """train_ensemble(models, keys) == [train(models[i], key=keys[i])] (tolerance as above) and,
     with checkpoints, a run resumed after losing its last checkpoint repeats itself exactly."""

@@ -101,6 +101,7 @@ def _gaussian_posterior_eps(z, r, a, mu, s, A, noise_var):
     return np.hstack(obs) @ K.T
 
 
+@pytest.mark.heavy
 def test_learns_the_gaussian_optimum():
     """A conditional MLP trained with condition dropout matches the analytic E[eps | z] and
     E[eps | z, r] of a Gaussian prior with a linear-Gaussian population.
@@ -146,6 +147,7 @@ def test_learns_the_gaussian_optimum():
 
 
 # ----------------------------------------------------------------------------- multi-device
+@pytest.mark.heavy
 def test_four_devices_match_one(worker_runs):
     reference_run, out, info = worker_runs["ref"], worker_runs["four"], worker_runs["info_four"]
     assert info["devices"] == 4
@@ -156,6 +158,7 @@ def test_four_devices_match_one(worker_runs):
 
 
 # ----------------------------------------------------------------------------- resume
+@pytest.mark.heavy
 def test_resume_after_sigkill_is_exact(reference_run, tmp_path):
     ck, out = tmp_path / "ck", tmp_path / "resumed.npz"
     cmd = [sys.executable, str(WORKER), str(out), "--ckpt", str(ck), "--sleep", "0.25"]
@@ -208,6 +211,7 @@ def _corrupt(step_dir: Path, how: str):
         raise AssertionError(how)
 
 
+@pytest.mark.heavy
 def test_corrupt_checkpoint_falls_back(tmp_path):
     x, r = worker.data()
     ck = tmp_path / "ck"

@@ -72,6 +72,7 @@ def _mixture_estimates(method):
     return np.asarray(est.total, np.float64), np.asarray(est.stderr, np.float64), _engine_mix()[idx]
 
 
+@pytest.mark.heavy
 def test_particles_ilocal_matches_exact_mixture():
     """Gaussian-mixture prior (exact posterior draws) + linear-Gaussian encoder: zero-shot I_local at
     10 stimuli within 3 SE of the exact engine."""
@@ -82,6 +83,7 @@ def test_particles_ilocal_matches_exact_mixture():
     assert np.all(se < 0.15 * ref)          # power: a 45% error would fail
 
 
+@pytest.mark.heavy
 def test_dps_baseline_is_biased_particles_are_not():
     """DPS (grad log p(r | xhat(x_g))) on the same problem: far off where the particles are right."""
     tot, se, ref = _mixture_estimates("particles")
@@ -117,6 +119,7 @@ def test_particles_ilocal_matches_exact_digits_lnp():
     assert np.median(rel) < 0.15 and np.all(rel < 0.25), rel
 
 
+@pytest.mark.heavy
 def test_kept_particle_makes_the_shift_unbiased_at_small_k():
     """With r drawn from one of the particles (the estimators' law), E[Dt r] = E[(xhat(x_g, r) - xhat(x_g)) r]
     exactly, even with K = 4 particles; plain self-normalised weighting of K fresh particles is biased."""
@@ -158,6 +161,7 @@ def _mean_se(g):
     return g.mean(0), g.std(0, ddof=1) / np.sqrt(g.shape[0])
 
 
+@pytest.mark.heavy
 def test_grad_theta_and_x_mixture_1d():
     """Mixture problem: d I_local / d gain and d I_local / dx through the zero-shot path (the encoder's
     gain is traced into both the weights and the response law) against central differences of the engine."""
@@ -255,6 +259,7 @@ def test_grad_theta_gaussian_2d_closed_form():
 
 
 # ------------------------------------------------------------------ ESS and contract
+@pytest.mark.heavy
 def test_ess_diagnostic_and_refusal():
     """ESS is in [1, K]; check_ess passes for a moderate encoder and refuses (naming the rule) when a
     very informative encoder leaves few particles with weight."""
@@ -275,6 +280,7 @@ def test_ess_diagnostic_and_refusal():
     assert not rep.ok
 
 
+@pytest.mark.heavy
 def test_contract_unconditional_and_particle_draws():
     prior = _prior_1d()
     pop = _lin_pop()
@@ -355,6 +361,7 @@ def test_every_estimator_accepts_it():
                                float(il.total), rtol=1e-4)
 
 
+@pytest.mark.heavy
 def test_reverse_diffusion_particles_for_a_prior_without_exact_sampler():
     """A prior given as a plain function (no posterior_sample): particles come from reverse diffusion
     with the prior denoiser; the conditional shift matches the exact one (mean over 64 seeds, within

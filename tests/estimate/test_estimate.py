@@ -46,6 +46,7 @@ def _fisher_form(key, D, x, n_per_level=256):
     return (w * m).sum(), jnp.sqrt((w**2 * var).sum())
 
 
+@pytest.mark.heavy
 def test_ilocal_matches_fisher_form_d4():
     D = _gmm_d4()
     xs = D.prior_sample(jax.random.PRNGKey(1), 10)
@@ -59,6 +60,7 @@ def test_ilocal_matches_fisher_form_d4():
     assert np.all(np.asarray(est.stderr) < 0.03 * np.asarray(est.total))
 
 
+@pytest.mark.heavy
 def test_completeness_d4():
     D = _gmm_d4()
     mi_est = D.mutual_information(jax.random.PRNGKey(2), 200_000)
@@ -83,6 +85,7 @@ def _on_grid(grid, values):
     return idx, jnp.asarray(pts[idx])[:, None]
 
 
+@pytest.mark.heavy
 def test_ilocal_matches_exact_engine_1d():
     D, grid = _mixture_1d()
     ref = np.asarray(exact.ilocal(grid, D.population))
@@ -93,6 +96,7 @@ def test_ilocal_matches_exact_engine_1d():
     assert np.all(np.asarray(est.stderr) / ref[idx] < 0.006)  # 3 SE < 2%: the comparison can fail
 
 
+@pytest.mark.heavy
 def test_kong2_and_surprise_match_exact_engine_1d():
     D, grid = _mixture_1d()
     idx, xs = _on_grid(grid, [-1.5, -0.8, 0.0, 0.7, 1.4])
@@ -129,6 +133,7 @@ def test_ilocal_matches_exact_engine_2d():
     np.testing.assert_allclose(np.asarray(est.map), ref_dim, rtol=0.05, atol=0.01)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("form", ["orthogonal", "gap"])
 def test_population_mi_exact_denoisers(form):
     D = _gmm_d4()
@@ -142,6 +147,7 @@ def test_population_mi_exact_denoisers(form):
     assert float(est.stderr) < 0.03 * mi
 
 
+@pytest.mark.heavy
 def test_reverse_diffusion_samples_the_posterior():
     """Reverse diffusion with the exact denoiser (hidden behind a plain function, so the exact sampler
     is not used) converges to the exact posterior p(x | x_g) as the number of steps grows
@@ -168,6 +174,7 @@ def test_reverse_diffusion_samples_the_posterior():
     assert np.all(d < 3 * np.hypot(np.asarray(e_rev.stderr), np.asarray(e_ex.stderr)) + 0.02 * np.asarray(e_ex.total))
 
 
+@pytest.mark.heavy
 def test_paper_protocol_runs_on_24_levels():
     lv = S.levels("paper")
     assert lv.log_snr.shape == (24,) and not lv.tails
@@ -188,6 +195,7 @@ def test_paper_protocol_runs_on_24_levels():
     assert est.map.shape == (3, 1) and np.all(np.isfinite(np.asarray(est.total)))
 
 
+@pytest.mark.heavy
 def test_estimators_compose_with_jit_and_vmap():
     D = _gmm_d4()
     xs = D.prior_sample(jax.random.PRNGKey(1), 3)
@@ -222,6 +230,7 @@ def test_bad_input():
         E.ilocal(jax.random.PRNGKey(0), D, D.population, x[0], n_samples=1)
 
 
+@pytest.mark.heavy
 def test_ilocal_is_differentiable_in_the_stimulus():
     """jax.grad flows through the estimator for analytic and network denoisers and gives finite
     gradients of the stimulus shape. The gradient includes the score-function terms of the sampled
@@ -248,6 +257,7 @@ def test_ilocal_is_differentiable_in_the_stimulus():
 # ----------------------------------------------------------------------------- small-noise tail
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("sigma", [1e-4, 1e-2, 1.0, 1e2])
 def test_small_noise_tail_right_at_any_signal_to_noise(sigma):
     """Gaussian prior (s = 1), one linear-Gaussian neuron of noise SD sigma: I_local(x) = I(R;X) =
@@ -272,6 +282,7 @@ def test_small_noise_tail_right_at_any_signal_to_noise(sigma):
     assert float(mi.stderr) < 0.05 * truth
 
 
+@pytest.mark.heavy
 def test_small_noise_tail_closed_form_and_warning():
     """The tail is 1/2 diag log(I + g J) (matrix log of the Fisher matrix); it reduces to 1/2 g J_ii
     when g J << 1; without a population, the MI warns when its extrapolated tail is unreliable."""

@@ -46,6 +46,7 @@ def base(data):
     return _run(*data)
 
 
+@pytest.mark.heavy
 def test_gaussian_truth_and_both_forms(base):
     # Monte Carlo error is stderr (~0.05 with 400 held-out pairs); a 300-step network adds a bias
     # that the gap form keeps small (measured -0.05); allow 3 stderr + 20% of the truth.
@@ -59,6 +60,7 @@ def test_gaussian_truth_and_both_forms(base):
     assert info["transform"]["kind"] == "standardize"
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name, f", [("x*1e6", lambda x: x * 1e6), ("x+1e4", lambda x: x + 1e4),
                                      ("x*1e-6", lambda x: x * 1e-6)])
 def test_affine_invariance(data, base, name, f):
@@ -75,6 +77,7 @@ def test_affine_invariance(data, base, name, f):
     assert est.value >= 0
 
 
+@pytest.mark.heavy
 def test_copula_monotone_warp(data):
     # A strictly increasing warp (exp(3x): lognormal, heavy-tailed) keeps every training rank, so the
     # copula-transformed training inputs are bit-identical. Held-out values are mapped by linear
@@ -106,6 +109,7 @@ def test_copula_transform_details():
     np.testing.assert_array_equal(z, _fit._apply_copula(np.exp(3 * tr), _fit._fit_copula(np.exp(3 * tr))))
 
 
+@pytest.mark.heavy
 def test_constant_columns_dropped(data, base):
     # A constant column carries no information: dropping it leaves the same data, model and key,
     # so the same estimate to float32 rounding.
@@ -127,6 +131,7 @@ def test_all_constant_is_zero(data):
         assert any(s.startswith(who) and "estimate is 0" in s for s in est.info["notes"])
 
 
+@pytest.mark.heavy
 def test_independent_never_negative():
     rng = np.random.default_rng(2)
     x, r = rng.normal(size=(N, 1)), rng.normal(size=(N, 1))

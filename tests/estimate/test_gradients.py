@@ -71,6 +71,7 @@ def _fd_on_grid(pts, values, targets):
     return idx, (values[idx + 1] - values[idx - 1]) / (pts[idx + 1] - pts[idx - 1])
 
 
+@pytest.mark.heavy
 def test_grad_x_linear_gaussian_1d():
     """d I_local(x)/dx with exact Gaussian-mixture denoisers and exact posterior draws."""
     D, _ = _mixture_1d()
@@ -113,6 +114,7 @@ def _exact_poisson(c0=-0.8):
     return np.asarray(exact.ilocal(_poisson_grid(), _poisson_pop(c0)))
 
 
+@pytest.mark.heavy
 def test_grid_denoiser_ilocal_matches_exact_engine():
     """A discrete prior is the exact analogue of the engine's grid: same I_local at grid points."""
     grid, pop = _poisson_grid(), _poisson_pop()
@@ -129,6 +131,7 @@ def test_grid_denoiser_ilocal_matches_exact_engine():
     assert np.all(se < 0.01 * ref[idx])
 
 
+@pytest.mark.heavy
 def test_grad_x_poisson_needs_the_score_term():
     """d I_local(x)/dx for Poisson neurons (exact grid denoiser): right with the score-function term,
     and measurably wrong without it (the pathwise-only gradient of the old estimator)."""
@@ -152,6 +155,7 @@ def test_grad_x_poisson_needs_the_score_term():
     assert np.all(np.abs(z0) > 5.0), (m0, fd, z0)   # without the score term: biased at every point
 
 
+@pytest.mark.heavy
 def test_grad_tuning_parameter_poisson():
     """d I_local(x)/d c0 for the centre c0 of one neuron; the grid denoiser is rebuilt from c0,
     so the gradient flows through the conditional denoiser, the score of the responses and the
@@ -179,6 +183,7 @@ def test_grad_tuning_parameter_poisson():
 
 
 # ------------------------------------------------------------------ per pixel, d = 2
+@pytest.mark.heavy
 def test_per_pixel_gradient_2d():
     """Jacobian of the pixel map, d I_i(x)/dx_j, for a d=2 Gaussian mixture whose two stimulus
     dimensions are independent and seen by separate neurons (two on x1, one on x2). Then
@@ -210,6 +215,7 @@ def test_per_pixel_gradient_2d():
 
 
 # ------------------------------------------------------------------ responses drawn at the clean stimulus
+@pytest.mark.heavy
 @pytest.mark.parametrize("measure", ["specific_surprise", "kong2"])
 def test_grad_clean_response_measures_1d(measure):
     """d/dx of specific surprise and of Kong-2 (responses r ~ p(r|x): the score term is
@@ -232,6 +238,7 @@ def test_grad_clean_response_measures_1d(measure):
 
 
 # ------------------------------------------------------------------ the grid denoiser itself
+@pytest.mark.heavy
 def test_grid_denoiser_is_exact_and_differentiable():
     grid, pop = _poisson_grid(), _poisson_pop()
     G = grid_denoiser(grid, pop)
@@ -295,6 +302,7 @@ def test_score_gradient_needs_log_prob():
     assert np.isfinite(float(est.total))
 
 
+@pytest.mark.heavy
 def test_gradient_is_finite_when_poisson_rates_underflow():
     """Regression: with an untrained network the posterior mean at low SNR is far outside the
     image range, LNP rates underflow to 0 and log p(r|x_r) was -inf, giving a NaN score-function

@@ -52,6 +52,7 @@ def poisson_2d():
 # ----------------------------------------------------------------------------- closed forms
 
 
+@pytest.mark.heavy
 def test_ilocal_flat_and_equal_to_closed_form(linear_gaussian):
     grid, _, out = linear_gaussian
     truth = 0.5 * np.log(1 + S / SIG**2)
@@ -78,6 +79,7 @@ def test_other_measures_match_gaussian_closed_forms(linear_gaussian):
     np.testing.assert_allclose(out["fisher"], 1 / SIG**2, rtol=1e-6)
 
 
+@pytest.mark.heavy
 def test_2d_mutual_information_closed_form(gaussian_2d):
     grid, _, A, out = gaussian_2d
     truth = 0.5 * np.log(np.linalg.det(np.eye(2) + A.T @ A))
@@ -90,6 +92,7 @@ def test_2d_mutual_information_closed_form(gaussian_2d):
 # ----------------------------------------------------------------------------- axioms
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("case", ["linear_gaussian", "poisson_1d", "gaussian_2d", "poisson_2d"])
 def test_completeness(case, request):
     res = request.getfixturevalue(case)
@@ -102,6 +105,7 @@ def test_completeness(case, request):
     assert abs(float(w @ out["fisher"]) - mi) > 0.1 * mi
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("case", ["linear_gaussian", "poisson_1d", "gaussian_2d", "poisson_2d"])
 def test_positivity(case, request):
     out = request.getfixturevalue(case)[-1]
@@ -109,6 +113,7 @@ def test_positivity(case, request):
         assert np.all(out[name] >= -1e-12), name
 
 
+@pytest.mark.heavy
 def test_specific_information_and_ssi_can_be_negative():
     # a Poisson neuron whose rate is high where the prior has little mass: there the
     # response is more variable than on average, so H(R|x) > H(R)
@@ -121,6 +126,7 @@ def test_specific_information_and_ssi_can_be_negative():
     assert exact.ssi(grid, bump).min() < -0.02
 
 
+@pytest.mark.heavy
 def test_additivity_holds_for_ilocal_and_fails_for_kong2():
     grid = exact.gaussian_grid(0.0, 1.0, m=301, lo=-6, hi=6)
     p1 = N.poisson_population(N.sigmoids([-0.5], 3.0, 6.0, 0.5))
@@ -138,6 +144,7 @@ def test_additivity_holds_for_ilocal_and_fails_for_kong2():
     assert np.max(np.abs(k_lhs - k_rhs) / k_lhs) > 0.05  # visibly fails
 
 
+@pytest.mark.heavy
 def test_pointwise_data_processing_abs_response():
     # an asymmetric bimodal prior: with a symmetric one |r| only loses the sign and
     # I_sp / I_SSI happen to obey the inequality too (measured)
@@ -153,6 +160,7 @@ def test_pointwise_data_processing_abs_response():
     )
 
 
+@pytest.mark.heavy
 def test_invariance_to_invertible_response_transform():
     grid = exact.mixture_grid([-1.0, 1.0], 0.25, m=201, lo=-4, hi=4)
     base = N.gaussian_population(N.gaussian_bumps([0.0], 1.0, 2.0, 0.0), 0.5)
@@ -165,6 +173,7 @@ def test_invariance_to_invertible_response_transform():
     np.testing.assert_allclose(exact.ilocal(grid, sinh), ref, rtol=1e-9)
 
 
+@pytest.mark.heavy
 def test_locality_fig1_setting():
     """Fig. 1: a tuning curve gains a second bump at +6 (the first is at -3).
     Measured, not tuned: under a Gaussian prior the change of I_local decays slowly
@@ -188,6 +197,7 @@ def test_locality_fig1_setting():
 # ----------------------------------------------------------------------------- numerics
 
 
+@pytest.mark.heavy
 def test_convergence_of_noise_integral(poisson_1d):
     """Each numerical setting of the noise integral, varied alone around the default."""
     grid, pop, out = poisson_1d
@@ -211,6 +221,7 @@ def test_convergence_of_noise_integral(poisson_1d):
         assert err(exact.ilocal(grid, pop, g_min=g_min), default) < 2e-3
 
 
+@pytest.mark.heavy
 def test_per_dim_split_sums_to_total(gaussian_2d):
     grid, pop, _, out = gaussian_2d
     split = exact.ilocal(grid, pop, per_dim=True)
@@ -264,6 +275,7 @@ def test_engine_rejects_bad_populations_and_settings():
         exact.monte_carlo_measures(jax.random.PRNGKey(0), grid, pop, n_batches=1)
 
 
+@pytest.mark.heavy
 def test_monte_carlo_responses_agree_with_enumeration_within_standard_errors():
     """Sampled responses (for populations too large to enumerate) against exact enumeration
     on a population small enough for both: every measure within 4 standard errors at every
@@ -282,6 +294,7 @@ def test_monte_carlo_responses_agree_with_enumeration_within_standard_errors():
     assert mc["mutual_information"].stderr < 0.05 * float(ex["mutual_information"])
 
 
+@pytest.mark.heavy
 def test_too_many_cells_points_to_monte_carlo_or_max_cells():
     grid = exact.gaussian_grid(0.0, 1.0, m=51)
     big = N.poisson_population(N.gaussian_bumps(np.linspace(-2, 2, 6), 0.5, 30.0, 1.0))
@@ -299,6 +312,7 @@ def test_too_many_cells_points_to_monte_carlo_or_max_cells():
 # ----------------------------------------------------------------------------- accuracy checks
 
 
+@pytest.mark.heavy
 def test_high_snr_refuses_coarse_grid_and_the_named_fix_works():
     """At high signal-to-noise a grid coarser than the posterior SD gave I_local far above the
     closed form (10.77 against 4.605 for s = 1e4, sigma = 1, m = 201; its prior mean above H(X)).
@@ -327,6 +341,7 @@ def test_high_snr_refuses_coarse_grid_and_the_named_fix_works():
         exact.ilocal(exact.gaussian_grid(0.0, s, m=41), fine_pop, check=False, n_levels=8)
 
 
+@pytest.mark.heavy
 def test_completeness_is_checked_internally():
     """A noise integral that is far from converged (4 levels) is refused by the completeness check."""
     grid = exact.gaussian_grid(0.0, 1.0, m=61, lo=-5, hi=5)

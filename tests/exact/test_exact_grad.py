@@ -92,6 +92,7 @@ def rel_err(a, b):
 # ----------------------------------------------------------------------------- mutual information
 
 
+@pytest.mark.heavy
 def test_grad_mutual_information_poisson_every_parameter():
     grid = _grid()
     fn = exact.differentiable(exact.mutual_information, grid, poisson(POISSON), **POISSON_CELLS)
@@ -104,6 +105,7 @@ def test_grad_mutual_information_poisson_every_parameter():
         assert rel_err(grads[name], fd) < RTOL, name
 
 
+@pytest.mark.heavy
 def test_grad_mutual_information_gaussian_noise():
     grid = _grid()
     fn = exact.differentiable("mutual_information", grid, gauss(GAUSS), **GAUSS_CELLS)
@@ -119,6 +121,7 @@ def test_grad_mutual_information_gaussian_noise():
 # ----------------------------------------------------------------------------- I_local(x)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("kind", ["poisson", "gaussian"])
 def test_grad_ilocal_at_a_few_stimuli(kind):
     """Reverse mode: d I_local(x_j) / d theta at three grid points, each parameter array
@@ -139,6 +142,7 @@ def test_grad_ilocal_at_a_few_stimuli(kind):
         assert rel_err(ad, fd) < RTOL, (name, ad, fd)
 
 
+@pytest.mark.heavy
 def test_grad_ilocal_2d():
     grid = exact.gaussian_grid_2d(m=11, width=3.0)
     params = dict(centers=np.array([[-0.6, 0.2], [0.5, -0.4]]), widths=np.array([0.9, 0.7]),
@@ -154,6 +158,7 @@ def test_grad_ilocal_2d():
         assert rel_err(np.sum(g[name] * v), central_difference(public, poisson, params, name, v)) < RTOL, name
 
 
+@pytest.mark.heavy
 def test_grad_conditional_ilocal():
     """I_{R|R1}(x) with a fixed conditioning neuron R1: gradient w.r.t. R's parameters."""
     grid = _grid()
@@ -170,6 +175,7 @@ def test_grad_conditional_ilocal():
         assert rel_err(np.sum(g[name] * v), central_difference(public, poisson, params, name, v)) < RTOL, name
 
 
+@pytest.mark.heavy
 def test_every_measure_is_differentiable():
     """Forward mode through all measures at once (one jvp) against the differences of
     ``exact.all_measures``; per measure, the largest error over the grid relative to the
@@ -197,6 +203,7 @@ def test_every_measure_is_differentiable():
 # ----------------------------------------------------------------------------- support, modes, errors
 
 
+@pytest.mark.heavy
 def test_missing_mass_flags_parameters_outside_the_cells():
     grid = _grid()
     fn = exact.differentiable("mutual_information", grid, poisson(POISSON))  # cells for rates <= 1.6
@@ -252,6 +259,7 @@ def test_bad_input_names_the_argument():
 # ----------------------------------------------------------------------------- efficient coding
 
 
+@pytest.mark.heavy
 def test_efficient_coding_raises_mutual_information_monotonically():
     """Small settings of experiments/efficient_coding.py. The gain must exceed 0.01 nats:
     the exact MI is accurate to ~n * tail = 3e-9 nats (Poisson tails), so the gain is not

@@ -35,6 +35,7 @@ def _quiet(fn, *args, **kw):
         return fn(*args, check=False, **kw)
 
 
+@pytest.mark.heavy
 def test_exact_tensor_trace_and_diagonal_are_ilocal():
     grid = exact.gaussian_grid_2d(cov=S2, m=21, width=6.0)
     pop = N.gaussian_population(N.linear(A2), SIG2)
@@ -49,6 +50,7 @@ def test_exact_tensor_trace_and_diagonal_are_ilocal():
     assert np.linalg.eigvalsh(G).min() >= -1e-12
 
 
+@pytest.mark.heavy
 def test_exact_tensor_matches_gaussian_closed_form():
     grid = exact.gaussian_grid_2d(cov=S2, m=31, width=6.0)
     pop = N.gaussian_population(N.linear(A2), SIG2)
@@ -63,6 +65,7 @@ def test_exact_tensor_matches_gaussian_closed_form():
     assert np.linalg.eigvalsh(G).min() >= -1e-12
 
 
+@pytest.mark.heavy
 def test_exact_tensor_1d_is_ilocal():
     grid = exact.gaussian_grid(0.0, 1.0, m=101, lo=-5, hi=5)
     pop = N.poisson_population(N.gaussian_bumps([-1.0, 0.8], 0.7, [8.0, 5.0], 0.5))
@@ -88,6 +91,7 @@ def _z(est, truth):
     return np.abs((np.asarray(est.value) - truth) / np.asarray(est.stderr))
 
 
+@pytest.mark.heavy
 def test_estimated_tensor_d2_matches_closed_form_and_ilocal():
     D = diffusion.gaussian_denoiser(np.zeros(2), S2, A=A2, sigma=SIG2)
     pop = D.population
@@ -128,6 +132,7 @@ def gaussian_8d():
     return task, x, key, res
 
 
+@pytest.mark.heavy
 def test_estimated_tensor_d8_entries_within_se(gaussian_8d):
     task, x, key, res = gaussian_8d
     Gt = task.ilocal_tensor()
@@ -163,6 +168,7 @@ def test_estimated_tensor_d8_top_eigenvector(gaussian_8d):
     assert abs(float(res.eigenvalues.value[0]) - w[-1]) < 4.0 * float(res.eigenvalues.stderr[0]) + 0.05 * w[-1]
 
 
+@pytest.mark.heavy
 def test_estimated_tensor_image_shapes_and_randomised_eigen():
     # a 5 x 5 image: d = 25 > k + oversample, so the subspace iteration is a real approximation
     task = tasks.gaussian(np.zeros((5, 5)), 1.0, np.random.default_rng(0).normal(size=(3, 25)), 0.5)

@@ -19,6 +19,7 @@ def run(script, tmp_path, timeout=600):
     return json.loads((tmp_path / f"{name}.json").read_text())
 
 
+@pytest.mark.heavy
 def test_fig2_prior(tmp_path):
     d = run("fig2_prior.py", tmp_path)
     assert d["gaussian"]["ilocal_max_rel_error_within_3sd"] < 1e-3
@@ -26,6 +27,7 @@ def test_fig2_prior(tmp_path):
     assert d["bimodal"]["ssi_local_min_at_0"]
 
 
+@pytest.mark.heavy
 def test_fig3_data_processing(tmp_path):
     d = run("fig3_data_processing.py", tmp_path)
     v = d["max_of_IRprime_minus_IR"]
@@ -33,6 +35,7 @@ def test_fig3_data_processing(tmp_path):
     assert v["specific_information"] > 0 and v["ssi"] > 0
 
 
+@pytest.mark.heavy
 def test_fig5_additivity(tmp_path):
     d = run("fig5_additivity.py", tmp_path)
     assert d["ilocal"]["max_rel_error"] < 1e-3

@@ -34,6 +34,7 @@ def _fig4_statistics(il_maps, fisher_maps, images):
             _images.share_in(fisher_maps, region))
 
 
+@pytest.mark.heavy
 def test_ilocal_follows_digit_edges_more_than_fisher():
     """Fig. 4 with exact denoisers: the paper's 49-neuron LNP Poisson population on 16x16 digits,
     the empirical (uniform) prior over the 1,797 bundled digits, whose denoisers and posterior draws
@@ -108,6 +109,7 @@ def test_concentration_statistic_removes_the_noise_floor():
         F.concentration(deltas[:2], near)
 
 
+@pytest.mark.heavy
 def test_ilocal_change_stays_near_the_changed_receptive_field():
     """Fig. 8 with exact denoisers (digit-fitted Gaussian-mixture prior, 49 linear-Gaussian neurons,
     16x16): the corner neuron's RF gains a bump at (0.6, 0.6). Statistic: the share of the squared

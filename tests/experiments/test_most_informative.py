@@ -1,6 +1,8 @@
+import pytest
 import numpy as np
 
 
+@pytest.mark.heavy
 def test_ascent_raises_ilocal_and_prior_keeps_stimuli_likely():
     from experiments import most_informative_stimuli as M
 

@@ -48,6 +48,7 @@ def _filter_corr(a, b):
     return np.array([np.corrcoef(a[i], b[i])[0, 1] for i in range(a.shape[0])])
 
 
+@pytest.mark.heavy
 def test_recovers_filters(recorded):
     pop, x, r, res = recorded
     c = _filter_corr(np.asarray(res.encoder.rates.W), np.asarray(pop.rates.W))
@@ -89,6 +90,7 @@ def test_heldout_metrics_match_truth(recorded):
     assert abs(nm["bits_per_spike_pooled"]) < 0.02
 
 
+@pytest.mark.heavy
 def test_metric_formulas_by_hand():
     """bits/spike, correlation and FEV against a direct numpy computation on a tiny example."""
     rng = np.random.default_rng(0)
@@ -116,6 +118,7 @@ def test_metric_formulas_by_hand():
     assert one["fev"] is None and one["n_repeats"] == 1
 
 
+@pytest.mark.heavy
 def test_gaussian_fit_recovers_linear_filters():
     pop = neurons.linear_gaussian_population(SHAPE, grid=2, extent=0.5, rf_sigma=0.25, gain=0.2, sigma=0.5)
     x, r = _record(pop, jax.random.PRNGKey(3), n=400, repeats=2)
@@ -127,6 +130,7 @@ def test_gaussian_fit_recovers_linear_filters():
     assert "bits_per_trial_pooled" in res.metrics and res.metrics["fev_pooled"] > 0.8
 
 
+@pytest.mark.heavy
 def test_penalties_smooth_and_sparsify(recorded):
     """The Laplacian penalty lowers the filters' roughness, the L1 penalty their L1 norm."""
     pop, x, r, res = recorded
@@ -144,6 +148,7 @@ def test_penalties_smooth_and_sparsify(recorded):
     assert np.abs(np.asarray(sparse.encoder.rates.W)).sum() < 0.7 * np.abs(np.asarray(base.encoder.rates.W)).sum()
 
 
+@pytest.mark.heavy
 def test_fitted_encoder_contract_and_exact_task(recorded):
     """The fitted encoder is an Encoder: rate/sample/log_prob/fisher_diag under vmap/jit, and the exact
     discrete-prior task gives (nearly) the true encoder's mutual information."""

@@ -93,6 +93,7 @@ _MC_MODELS = {
 }
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", sorted(_MC_MODELS))
 def test_fisher_diag_matches_monte_carlo_score_variance(name):
     shape = (12, 12)
@@ -156,6 +157,7 @@ def retina():
     return N.cnn_retina_population((16, 16), key=jax.random.PRNGKey(1))
 
 
+@pytest.mark.heavy
 def test_cnn_retina_shapes_positive_and_differentiable(retina):
     m = retina.rates
     assert isinstance(m, N.CNNRetina)
@@ -207,6 +209,7 @@ def test_cnn_retina_bad_params(retina):
 # ----------------------------------------------------------------------------- registry and validation
 
 
+@pytest.mark.heavy
 def test_registry_builds_every_model_and_lists_choices():
     assert set(N.IMAGE_MODELS) == {"lnp", "gabor", "energy", "cnn_retina", "linear_gaussian"}
     x = jnp.zeros((8, 8))

@@ -17,6 +17,7 @@ def _poisson_fisher_by_enumeration(pop, x, cmax=80):
     return float(jnp.sum(jnp.exp(logp) * score**2))
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("x", [-1.3, 0.0, 0.4, 2.0])
 def test_poisson_fisher_matches_score_variance(x):
     pop = N.poisson_population(N.gaussian_bumps([0.5], 0.8, 10.0, 0.5))
@@ -26,6 +27,7 @@ def test_poisson_fisher_matches_score_variance(x):
     assert closed == pytest.approx(enum, rel=1e-4)
 
 
+@pytest.mark.heavy
 def test_gaussian_fisher_matches_expected_negative_hessian():
     pop = N.gaussian_population(N.sigmoids([0.0, 1.0], [2.0, -1.5], [3.0, 2.0], 0.5), jnp.array([0.4, 0.9]))
     x = 0.3

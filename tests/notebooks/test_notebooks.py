@@ -89,6 +89,7 @@ def kernel_env(tmp_path, monkeypatch):
     return work
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, kernel_env):
     nb = nbformat.read(path, as_version=4)
