@@ -14,6 +14,8 @@ Decomposition: the same prior for every encoder, the empirical (uniform) prior o
 digits NOT used for fitting, whose exact discrete-prior denoisers (``jaxdecomp.tasks.empirical``)
 make the maps exact in expectation; common random numbers (one key) for every encoder. Compared on
 ``--panel`` digits of that prior: I_local maps (pixel correlation), totals, Fisher maps, and I(R;X).
+Convergence with the amount of data: the sigmoid GLM refitted on the first 200, 500 and all recorded
+digits (``data_size_sweep`` in the JSON: filter and map correlations, mean |total error|).
 Writes recordings_truth.png (colour bars on every map) and recordings_truth.json in ``--out``.
 
     python -m experiments.recordings_truth --out DIR            # about 10 minutes on a 2-core CPU
@@ -49,7 +51,7 @@ def _summary(m):
 
 def run(n_record: int = 1500, repeats: int = 4, n_prior: int = 200, panel: int = 6, n_samples: int = 64,
         smooth_grid=(0.001, 0.003, 0.01, 0.03, 0.1), steps: int = 4000, learning_rate: float = 0.03, size: int = 16,
-        seed: int = 0, n_mi: int = 16, gain: float = 2.0) -> dict:
+        seed: int = 0, n_mi: int = 16, gain: float = 2.0, sizes=(200, 500)) -> dict:
     t_start = time.perf_counter()
     x_all = np.asarray(data.digits(size), np.float32)
     if n_record + n_prior > x_all.shape[0]:
@@ -119,10 +121,29 @@ def run(n_record: int = 1500, repeats: int = 4, n_prior: int = 200, panel: int =
         print(f"{name}: I_local map correlation with the truth median {np.median(c['ilocal_map_correlation']):.3f}, "
               f"totals {np.round(100 * c['ilocal_total_relative_difference'], 1).tolist()} %, "
               f"I(R;X) {100 * c['mi_relative_difference']:+.1f} %", flush=True)
+    # convergence with the amount of data: refit the sigmoid GLM (chosen smoothness) on the first n
+    # recorded digits; the same prior, panel and key as above (common random numbers)
+    sweep = []
+    for n in sorted(set(int(v) for v in sizes if 0 < int(v) < n_record)) + [n_record]:
+        if n == n_record:
+            f_n = fit_sig
+        else:
+            f_n = neurons.fit_encoder(k_fit, x_rec[:n], r[:n], nonlinearity="sigmoid", smooth=best_s, steps=steps,
+                                      learning_rate=learning_rate)
+        res_n = tasks.empirical(x_prior, f_n.encoder).ilocal(k_maps, xp, n_samples=n_samples)
+        m_n, t_n = np.asarray(res_n.map), np.asarray(res_n.total)
+        sweep.append(dict(n_record=n, filter_correlation_median=float(np.median(_filter_corr(np.asarray(f_n.encoder.rates.W), W))),
+                          ilocal_map_correlation_median=float(np.median(_pixel_corr(m_n, maps["true"]))),
+                          ilocal_total_abs_relative_difference_mean=float(np.mean(np.abs(t_n / totals["true"] - 1))),
+                          validation_bits_per_spike=float(f_n.metrics["bits_per_spike_pooled"])))
+        print(f"  n_record={n:5d}: filter correlation median {sweep[-1]['filter_correlation_median']:.3f}, I_local map "
+              f"correlation median {sweep[-1]['ilocal_map_correlation_median']:.3f}, totals off by "
+              f"{100 * sweep[-1]['ilocal_total_abs_relative_difference_mean']:.1f}% on average", flush=True)
     return dict(
+        data_size_sweep=sweep,
         settings=dict(n_record=n_record, repeats=repeats, n_prior=n_prior, panel=panel, n_samples=n_samples,
                       smooth_grid=list(smooth_grid), chosen_smooth=best_s, steps=steps, learning_rate=learning_rate,
-                      size=size, seed=seed, n_mi=n_mi, gain=gain,
+                      size=size, seed=seed, n_mi=n_mi, gain=gain, sizes=list(sizes),
                       population=f"lnp_population((16, 16), gain={gain:g}): 49 Poisson neurons",
                       prior=f"empirical over {n_prior} held-out digits (exact denoisers)"),
         validation_metrics=metrics,
@@ -191,7 +212,8 @@ def main(argv=None):
                    help="peak spikes per trial of the LNP neurons (default 2; the paper's 40 identifies every digit of "
                         "the prior, I(R;X) = log(n_prior), and then every encoder that does so gives the same maps)")
     a = p.parse_args(argv)
-    kw = dict(n_record=800, n_prior=120, panel=4, n_samples=32, smooth_grid=(0.01, 0.03), steps=2000, n_mi=8) \
+    kw = dict(n_record=800, n_prior=120, panel=4, n_samples=32, smooth_grid=(0.01, 0.03), steps=2000, n_mi=8,
+              sizes=(200,)) \
         if a.quick else {}
     if a.n_record is not None:
         kw["n_record"] = a.n_record
