@@ -16,6 +16,9 @@ make the maps exact in expectation; common random numbers (one key) for every en
 ``--panel`` digits of that prior: I_local maps (pixel correlation), totals, Fisher maps, and I(R;X).
 Convergence with the amount of data: the sigmoid GLM refitted on the first 200, 500 and all recorded
 digits (``data_size_sweep`` in the JSON: filter and map correlations, mean |total error|).
+The second model class (``--no-retina`` skips it): a CNN retina (9 neurons, random core) "recorded" on
+the same number of digits; the CNN architecture (``model="cnn"``) and a misspecified softplus GLM are
+fitted; maps with the fitted and the true CNN under one empirical prior (recordings_truth_cnn.png).
 Writes recordings_truth.png (colour bars on every map) and recordings_truth.json in ``--out``.
 
     python -m experiments.recordings_truth --out DIR            # about 10 minutes on a 2-core CPU
@@ -155,6 +158,93 @@ def run(n_record: int = 1500, repeats: int = 4, n_prior: int = 200, panel: int =
     )
 
 
+def run_retina(n_record: int = 1500, repeats: int = 4, n_prior: int = 200, panel: int = 6, n_samples: int = 64,
+               steps: int = 600, learning_rate: float = 0.02, size: int = 16, seed: int = 0, grid: int = 3,
+               channels=(4, 4), kernel=(5, 3), mean_rate: float = 3.0) -> dict:
+    """The second model class: "record" from a CNN retina (random core, Gaussian readout masks, Poisson)
+    and fit the CNN architecture (``model="cnn"``) and, misspecified, a sigmoid GLM; decompose with the
+    fitted and the true CNN under one empirical prior (exact denoisers, common random numbers)."""
+    t_start = time.perf_counter()
+    x_all = np.asarray(data.digits(size), np.float32)
+    pop = neurons.cnn_retina_population((size, size), grid=grid, channels=channels, kernel=kernel,
+                                        mean_rate=mean_rate, key=jax.random.PRNGKey(seed + 100))
+    k_perm, k_rec, k_fit, k_maps = jax.random.split(jax.random.PRNGKey(seed + 1), 4)
+    perm = np.asarray(jax.random.permutation(k_perm, x_all.shape[0]))
+    x_rec, x_prior = x_all[perm[:n_record]], x_all[perm[n_record:n_record + n_prior]]
+    f = np.asarray(jax.jit(jax.vmap(pop.rate))(x_rec))
+    r = np.stack([np.asarray(jax.random.poisson(jax.random.fold_in(k_rec, t), f)) for t in range(repeats)], axis=1)
+    r = r.astype(np.float32)
+    n = f.shape[1]
+    print(f"CNN retina: recorded {n_record} digits x {repeats} repeats from {n} neurons: mean {r.mean():.2f} "
+          f"spikes/trial/neuron", flush=True)
+    t0 = time.perf_counter()
+    fit_cnn = neurons.fit_encoder(k_fit, x_rec, r, model="cnn", channels=channels, kernel=kernel, steps=steps,
+                                  learning_rate=learning_rate, eval_every=50, patience=3)
+    fit_glm = neurons.fit_encoder(k_fit, x_rec, r, nonlinearity="softplus", smooth=0.01, steps=4 * steps,
+                                  learning_rate=0.03)
+    t_fit = time.perf_counter() - t0
+    val = fit_cnn.val_idx
+    metrics = {"true": _summary(neurons.encoder_metrics(pop, x_rec[val], r[val])),
+               "fit_cnn": _summary(fit_cnn.metrics), "fit_glm": _summary(fit_glm.metrics)}
+    centre_error = np.linalg.norm(np.asarray(fit_cnn.encoder.rates.centers) - np.asarray(pop.rates.centers), axis=1)
+    for name, m in metrics.items():
+        print(f"  {name:8s} validation: {m['bits_per_spike_pooled']:.4f} bits/spike, correlation "
+              f"{m['correlation_mean']:.3f}, FEV {m['fev_mean']:.3f}", flush=True)
+    xp = x_prior[:panel]
+    maps, totals, stderr = {}, {}, {}
+    t0 = time.perf_counter()
+    for name, enc in (("true", pop), ("fit_cnn", fit_cnn.encoder), ("fit_glm", fit_glm.encoder)):
+        res = tasks.empirical(x_prior, enc, name=f"retina_prior_{name}").ilocal(k_maps, xp, n_samples=n_samples)
+        maps[name], totals[name], stderr[name] = np.asarray(res.map), np.asarray(res.total), np.asarray(res.stderr)
+    t_maps = time.perf_counter() - t0
+    compare = {name: dict(ilocal_map_correlation=_pixel_corr(maps[name], maps["true"]),
+                          ilocal_total_relative_difference=totals[name] / totals["true"] - 1)
+               for name in ("fit_cnn", "fit_glm")}
+    for name, c in compare.items():
+        print(f"  {name}: I_local map correlation with the truth median {np.median(c['ilocal_map_correlation']):.3f}, "
+              f"totals {np.round(100 * c['ilocal_total_relative_difference'], 1).tolist()} %", flush=True)
+    return dict(
+        settings=dict(n_record=n_record, repeats=repeats, n_prior=n_prior, panel=panel, n_samples=n_samples, steps=steps,
+                      size=size, seed=seed, grid=grid, channels=list(channels), kernel=list(kernel), mean_rate=mean_rate,
+                      population=f"cnn_retina_population(({size}, {size}), grid={grid}): {n} Poisson neurons"),
+        validation_metrics=metrics, mask_centre_error=centre_error, totals=totals, totals_stderr=stderr,
+        compare=compare,
+        seconds=dict(fit=t_fit, maps=t_maps, total=time.perf_counter() - t_start),
+        _arrays=dict(images=xp, maps=maps),
+    )
+
+
+def figure_retina(res):
+    from jaxdecomp.plotting import plt
+
+    a = res["_arrays"]
+    xp, maps = a["images"], a["maps"]
+    n = xp.shape[0]
+    rows = [("digit", None), ("I_local, true CNN", "true"), ("I_local, fitted CNN", "fit_cnn"),
+            ("I_local, fitted GLM", "fit_glm")]
+    fig, axes = plt.subplots(len(rows), n, figsize=(2.1 * n, 1.9 * len(rows)), squeeze=False)
+    for i, (label, name) in enumerate(rows):
+        for j in range(n):
+            ax = axes[i, j]
+            if name is None:
+                im = ax.imshow(xp[j], cmap="gray", vmin=-1, vmax=1)
+            else:
+                lim = float(max(m[j].max() for m in maps.values()))
+                im = ax.imshow(maps[name][j], cmap="magma", vmin=0.0, vmax=lim if lim > 0 else None)
+                ax.set_title(f"{res['totals'][name][j]:.2f} ± {res['totals_stderr'][name][j]:.2f} nats", fontsize=7)
+                if name != "true":
+                    ax.set_xlabel(f"corr {res['compare'][name]['ilocal_map_correlation'][j]:.3f}", fontsize=7)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label, fontsize=7)
+    fig.suptitle("I_local (nats/pixel) with the true CNN retina and with encoders fitted to its recordings\n"
+                 "(same prior, exact denoisers, common random numbers)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def figure(res):
     from jaxdecomp.plotting import plt
 
@@ -211,6 +301,7 @@ def main(argv=None):
     p.add_argument("--gain", type=float, default=2.0,
                    help="peak spikes per trial of the LNP neurons (default 2; the paper's 40 identifies every digit of "
                         "the prior, I(R;X) = log(n_prior), and then every encoder that does so gives the same maps)")
+    p.add_argument("--no-retina", action="store_true", help="skip the CNN-retina part")
     a = p.parse_args(argv)
     kw = dict(n_record=800, n_prior=120, panel=4, n_samples=32, smooth_grid=(0.01, 0.03), steps=2000, n_mi=8,
               sizes=(200,)) \
@@ -218,6 +309,11 @@ def main(argv=None):
     if a.n_record is not None:
         kw["n_record"] = a.n_record
     res = run(repeats=a.repeats, seed=a.seed, gain=a.gain, **kw)
+    if not a.no_retina:
+        kw_r = dict(n_record=600, n_prior=80, panel=3, n_samples=32, steps=200) if a.quick else {}
+        if a.n_record is not None:
+            kw_r["n_record"] = a.n_record
+        res["cnn_retina"] = run_retina(repeats=a.repeats, seed=a.seed, **kw_r)
     from jaxdecomp.plotting import plt, to_jsonable
 
     out = Path(a.out)
@@ -225,6 +321,11 @@ def main(argv=None):
     fig = figure(res)
     fig.savefig(out / "recordings_truth.png", dpi=130)
     plt.close(fig)
+    if "cnn_retina" in res:
+        fig = figure_retina(res["cnn_retina"])
+        fig.savefig(out / "recordings_truth_cnn.png", dpi=130)
+        plt.close(fig)
+        res["cnn_retina"] = {k: v for k, v in res["cnn_retina"].items() if not k.startswith("_")}
     res = {k: v for k, v in res.items() if not k.startswith("_")}
     (out / "recordings_truth.json").write_text(json.dumps(to_jsonable(res), indent=1))
     print(f"wrote {out / 'recordings_truth.png'} and {out / 'recordings_truth.json'} ({res['seconds']['total']:.0f} s)")

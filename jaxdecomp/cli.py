@@ -196,10 +196,15 @@ def _load_stimuli(path, key: str, key_flag: str = "--x-key"):
     return data.check_images(x, name=f"{path}[{key!r}]")
 
 
-def run_train(data_path, out, *, neurons_name: str = "lnp", x_key: str = "x", r_key: str | None = None,
+def run_train(data_path, out, *, neurons_name: str | None = None, x_key: str = "x", r_key: str | None = None,
               steps: int = 4000, batch: int = 64, channels=(32, 64), seed: int = 0, copies: int = 4,
-              resume: bool = False, overwrite: bool = False) -> Path:
+              resume: bool = False, overwrite: bool = False, encoder_dir=None) -> Path:
     """Train a denoiser on the user's images; responses from ``r_key`` in the file or simulated.
+
+    Simulated responses come from the built-in neuron model ``neurons_name`` (default ``"lnp"``) or,
+    with ``encoder_dir`` (``--encoder``), from a fitted encoder (``jaxdecomp fit``): ``copies`` fresh
+    draws per image; the model's metadata records the encoder's folder and weights digest, and
+    ``decompose`` then uses (and checks) that encoder.
 
     Writes ``out/denoiser`` (a model directory of :func:`jaxdecomp.diffusion.save_model`, whose
     metadata records the neuron model) and ``out/checkpoints``. Returns ``out``.
@@ -215,6 +220,10 @@ def run_train(data_path, out, *, neurons_name: str = "lnp", x_key: str = "x", r_
     shape = tuple(x.shape[1:])
     out = Path(out)
     _check_out(out)
+    if encoder_dir is not None and (r_key is not None or neurons_name is not None):
+        raise ValueError("--encoder, --r-key, --neurons: pass at most one source of responses (--encoder simulates "
+                         "them with a fitted encoder, --neurons with a built-in model, --r-key reads recorded ones)")
+    enc_meta = None
     if r_key is not None:
         r = np.asarray(_load_array(data_path, r_key, "--r-key"), dtype=np.float32)
         if r.ndim == 3 and r.shape[0] == x.shape[0] and r.shape[1] >= 1:  # (N, repeats, n): one pair per trial
@@ -223,7 +232,17 @@ def run_train(data_path, out, *, neurons_name: str = "lnp", x_key: str = "x", r_
             raise ValueError(f"{data_path}[{r_key!r}]: expected responses (N, n_neurons) or (N, repeats, n_neurons) "
                              f"with N = {x.shape[0]}, got {r.shape}")
         xs, rs, source = x, r, f"file key {r_key!r}"
+    elif encoder_dir is not None:
+        try:
+            pop = neurons.load_encoder(encoder_dir, shape=shape)
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            raise _flag_error(err, {"path": "--encoder", "shape": "--encoder"}) from err
+        xs, rs = neurons.simulate_responses(jax.random.PRNGKey(seed + 1), pop, x, copies)
+        enc_meta = dict(path=str(Path(encoder_dir).resolve()),
+                        weights_sha256=neurons.encoder_info(encoder_dir)["weights_sha256"])
+        source = f"simulated from the fitted encoder {encoder_dir} ({copies} draws per image)"
     else:
+        neurons_name = neurons_name or "lnp"
         pop = neurons.image_population(neurons_name, shape)
         xs, rs = neurons.simulate_responses(jax.random.PRNGKey(seed + 1), pop, x, copies)
         source = f"simulated from neuron model {neurons_name!r} ({copies} draws per image)"
@@ -231,8 +250,10 @@ def run_train(data_path, out, *, neurons_name: str = "lnp", x_key: str = "x", r_
     _log(f"training on {xs.shape[0]} pairs ({source}); checkpoints in {out / 'checkpoints'}")
     res = train(net, xs, rs, TrainConfig(steps=steps, batch_size=batch), checkpoint_dir=out / "checkpoints",
                 key=jax.random.PRNGKey(seed), **mode)
-    meta = dict(neurons=neurons_name if r_key is None else None, responses=source, trained_steps=int(res.step),
-                data=str(data_path), x_key=x_key)
+    meta = dict(neurons=neurons_name if r_key is None and encoder_dir is None else None, responses=source,
+                trained_steps=int(res.step), data=str(data_path), x_key=x_key)
+    if enc_meta is not None:
+        meta["encoder"] = enc_meta
     path = save_model(out / "denoiser", res.model, overwrite=True, metadata=meta)
     _log(f"saved the trained denoiser to {path}")
     return out
@@ -340,7 +361,25 @@ def run_decompose(data_path, model_dir, out, *, neurons_name: str | None = None,
     meta = info.get("metadata") or {}
     trained_with = meta.get("neurons")
     recorded = trained_with is None and str(meta.get("responses", "")).startswith("file key")
-    if encoder_dir is not None:
+    trained_enc = meta.get("encoder")
+    if trained_enc is not None:     # trained on responses simulated by a fitted encoder (train --encoder)
+        if neurons_name is not None:
+            raise ValueError(f"--neurons: {path} was trained on responses of the fitted encoder "
+                             f"{trained_enc['path']}; drop --neurons (decompose uses that encoder)")
+        if encoder_dir is None:
+            encoder_dir = trained_enc["path"]
+            if not Path(encoder_dir).is_dir():
+                raise FileNotFoundError(f"--encoder: {path} was trained with the fitted encoder {encoder_dir}, "
+                                        f"which is no longer there; pass its folder with --encoder")
+        try:
+            digest = neurons.encoder_info(encoder_dir)["weights_sha256"]
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            raise _flag_error(err, {"path": "--encoder"}) from err
+        if digest != trained_enc["weights_sha256"]:
+            raise ValueError(f"--encoder: {encoder_dir} is not the encoder {path} was trained with (weights "
+                             f"digest {digest[:12]} against {trained_enc['weights_sha256'][:12]}); pass that one "
+                             f"or train again with --encoder {encoder_dir}")
+    elif encoder_dir is not None:
         if neurons_name is not None:
             raise ValueError("--encoder, --neurons: pass one of them (--encoder simulates responses with a fitted "
                              "encoder, --neurons with a built-in neuron model)")
@@ -440,7 +479,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="folder for the trained denoiser and its checkpoints")
     t.add_argument("--x-key", default="x", help="name of the image array in the .npz (default: x)")
     t.add_argument("--r-key", default=None, help="name of a response array (N, n_neurons) in the .npz, if any")
-    t.add_argument("--neurons", default="lnp", choices=IMAGE_MODELS, help="neuron model used to simulate responses")
+    t.add_argument("--neurons", default=None, choices=IMAGE_MODELS,
+                   help="neuron model used to simulate responses (default: lnp)")
+    t.add_argument("--encoder", default=None,
+                   help="a fitted encoder folder (`jaxdecomp fit`) to simulate the training responses with "
+                        "(instead of --neurons or --r-key); decompose then uses it")
     t.add_argument("--steps", type=int, default=4000)
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
@@ -508,7 +551,7 @@ def main(argv=None) -> int:
         elif args.command == "train":
             run_train(args.data, args.out, neurons_name=args.neurons, x_key=args.x_key, r_key=args.r_key,
                       steps=args.steps, batch=args.batch, seed=args.seed, resume=args.resume,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, encoder_dir=args.encoder)
         elif args.command == "fit":
             run_fit(args.data, args.out, x_key=args.x_key, r_key=args.r_key, model=args.model, noise=args.noise,
                     nonlinearity=args.nonlinearity, smooth=args.smooth, l1=args.l1, val_fraction=args.val_fraction,

@@ -103,3 +103,36 @@ def test_fit_missing_key_and_bad_setting(tmp_path, capsys):
     assert cli.main(["fit", "--data", str(tmp_path / "rec.npz"), "--out", str(tmp_path / "e"),
                      "--val-fraction", "1.5"]) == 2
     assert "--val-fraction" in capsys.readouterr().err
+
+
+@pytest.mark.heavy
+def test_train_with_encoder_then_decompose_uses_and_checks_it(tmp_path, capsys, monkeypatch):
+    """``train --encoder ENC`` simulates the training responses with a fitted encoder and records it;
+    ``decompose`` then uses that encoder, and refuses another one, --neurons, or a vanished folder."""
+    _, x, r = _recordings(tmp_path / "rec.npz", n=60)
+    fit_a = neurons.fit_encoder(jax.random.PRNGKey(0), x, r, nonlinearity="sigmoid", steps=30, learning_rate=0.05)
+    fit_b = neurons.fit_encoder(jax.random.PRNGKey(1), x, r, nonlinearity="sigmoid", steps=30, learning_rate=0.05)
+    enc, other = neurons.save_encoder(tmp_path / "enc", fit_a.encoder), neurons.save_encoder(tmp_path / "b", fit_b.encoder)
+    monkeypatch.setattr(diffusion, "train", _fake_train)
+    monkeypatch.setattr(estimate, "pixel_maps", _fake_maps)
+    data, run = str(tmp_path / "rec.npz"), str(tmp_path / "run")
+    # one source of responses only
+    assert cli.main(["train", "--data", data, "--out", run, "--encoder", str(enc), "--r-key", "r"]) == 2
+    assert "--encoder, --r-key, --neurons" in capsys.readouterr().err
+    cli.run_train(tmp_path / "rec.npz", tmp_path / "run", encoder_dir=enc, steps=3, batch=4, channels=(4,), copies=1)
+    meta = diffusion.model_info(tmp_path / "run" / "denoiser")["metadata"]
+    assert meta["neurons"] is None and meta["encoder"]["path"] == str(enc.resolve())
+    assert meta["encoder"]["weights_sha256"] == neurons.encoder_info(enc)["weights_sha256"]
+    # decompose without --encoder takes the recorded one
+    assert cli.main(["decompose", "--data", data, "--model", run, "--out", str(tmp_path / "o"), "--n-images", "2"]) == 0
+    np.testing.assert_allclose(np.asarray(_fake_maps.population.rates.W), np.asarray(fit_a.encoder.rates.W))
+    # another encoder, or --neurons, is refused
+    assert cli.main(["decompose", "--data", data, "--model", run, "--out", str(tmp_path / "o"),
+                     "--encoder", str(other)]) == 2
+    assert "--encoder" in (err := capsys.readouterr().err) and "not the encoder" in err
+    assert cli.main(["decompose", "--data", data, "--model", run, "--out", str(tmp_path / "o"), "--neurons", "lnp"]) == 2
+    assert "--neurons" in capsys.readouterr().err
+    # the recorded folder gone: a clear error naming --encoder
+    enc.rename(tmp_path / "moved")
+    assert cli.main(["decompose", "--data", data, "--model", run, "--out", str(tmp_path / "o")]) == 2
+    assert "--encoder" in (err := capsys.readouterr().err) and "no longer there" in err
