@@ -26,7 +26,7 @@ def key():
 
 
 # Test modules that train networks, or run the notebooks or the demo end to end: marked
-# ``train`` so that the fast tier (``-m "not slow and not train"``) leaves them out. Chosen from
+# ``train`` and ``heavy`` so that the fast tier (``-m "not slow and not heavy"``) leaves them out. Chosen from
 # the measured durations of the full suite (the README states both tiers' times).
 TRAIN_MODULES = {
     "test_training.py",

@@ -37,12 +37,10 @@ corrupt, truncated or foreign directory; :func:`model_info` reads the descriptio
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,10 +50,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-try:  # POSIX advisory locks; elsewhere the directory lock is a no-op
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+from jaxdecomp._files import DirLock, check_writable_dir, swap_into_place, temporary_sibling
+
 
 __all__ = ["CheckpointLocked", "CheckpointMismatch", "Checkpointer", "Restored", "latest_good", "load_model",
            "model_info", "save_model", "tree_digest"]
@@ -215,70 +211,15 @@ def _verify(state: PyTree, meta: dict, with_template: bool) -> str | None:
 
 
 def _probe_directory(directory: Path, name: str) -> None:
-    """Make ``directory`` (parents too) and check that files can be created in it; raise a
-    ``ValueError`` naming ``name`` otherwise (before any work is done)."""
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"{name}: '{directory}' exists and is not a directory")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{name}: cannot create the directory '{directory}' ({err.strerror or err}); "
-                         f"choose a writable location") from err
-    probe = directory / f".write-test-{uuid.uuid4().hex[:8]}"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, b"ok")
-        finally:
-            os.close(fd)
-        os.remove(probe)
-    except OSError as err:
-        kind = "read-only" if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "unwritable"
-        raise ValueError(f"{name}: the directory '{directory}' is {kind} ({err.strerror or err}); checkpoints and "
-                         f"the loss log cannot be written there; choose a writable location") from err
+    """Make ``directory`` and check that files can be created in it (``ValueError`` naming ``name``)."""
+    check_writable_dir(directory, name, "checkpoints and the loss log")
 
 
-class _DirLock:
-    """An exclusive, non-blocking ``flock`` on ``<directory>/.lock``, held until ``release()``."""
-
-    def __init__(self, directory: Path, name: str):
-        self.path = directory / LOCK_FILE
-        self._fd = None
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise ValueError(f"{name}: cannot create the lock file '{self.path}' ({err.strerror or err})") from err
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                try:
-                    holder = os.read(fd, 200).decode(errors="replace").strip()
-                except OSError:
-                    holder = ""
-                os.close(fd)
-                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise CheckpointLocked(
-                        f"{name}: '{directory}' is in use by another training run"
-                        + (f" ({holder})" if holder else "")
-                        + "; wait for it to finish, stop it, or choose another directory "
-                          "(two runs writing one checkpoint directory would overwrite each other's steps)") from None
-                raise ValueError(f"{name}: cannot lock '{self.path}' ({err.strerror or err})") from err
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on {os.uname().nodename if hasattr(os, 'uname') else '?'}".encode())
-        except OSError:
-            pass
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            try:
-                if fcntl is not None:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+def _DirLock(directory: Path, name: str) -> DirLock:
+    """The training run's exclusive lock on ``<directory>/.lock`` (:class:`CheckpointLocked` when held)."""
+    return DirLock(directory, name, lock_name=LOCK_FILE, locked=CheckpointLocked, run="training run",
+                   busy="wait for it to finish, stop it, or choose another directory (two runs writing one "
+                        "checkpoint directory would overwrite each other's steps)")
 
 
 class Restored(NamedTuple):
@@ -568,23 +509,17 @@ def save_model(path, model: nnx.Module, *, overwrite: bool = False, spec: dict |
     info = dict(format=MODEL_FORMAT, version=MODEL_FORMAT_VERSION, model_class=type(model).__name__, spec=spec,
                 digest=tree_digest(state), metadata=dict(metadata or {}))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp = temporary_sibling(path)
     try:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / _WEIGHTS, state)
             ckptr.wait_until_finished()
         info["files"] = _file_digests(tmp / _WEIGHTS)
         (tmp / _MODEL_JSON).write_text(json.dumps(info, indent=1))
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            path.rename(old)
-        tmp.rename(path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    swap_into_place(tmp, path)
     return path
 
 

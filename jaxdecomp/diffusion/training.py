@@ -46,7 +46,6 @@ A loop of your own that reproduces ``train(model, x, r, config, key=key)``::
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import warnings
@@ -62,6 +61,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
+from jaxdecomp._files import array_fingerprint
 from jaxdecomp.diffusion import checkpoint as _ckpt
 from jaxdecomp.diffusion.networks import PairDenoiser, response_statistics
 from jaxdecomp.diffusion.schedules import add_noise, truncated_logistic_sample
@@ -493,25 +493,12 @@ RESUME_MODES = ("auto", "must", "never")
 # (a larger ``steps`` continues a run), and ``seed`` only matters through the key.
 _RUN_FIELDS = ("batch_size", "learning_rate", "warmup_steps", "weight_decay", "ema_decay", "grad_clip",
                "log_snr_range", "log_snr_loc", "log_snr_scale", "cond_drop")
-_FULL_HASH_BYTES = 256 << 20     # data up to this size is hashed whole, larger data by sampled rows
-_SAMPLED_ROWS = 4096
 
 
 def _array_fingerprint(a: np.ndarray | None) -> dict | None:
     """Shape, dtype and SHA-256 of the training array ``a`` (all bytes up to 256 MiB; beyond,
     the bytes of 4096 evenly spaced examples)."""
-    if a is None:
-        return None
-    a = np.ascontiguousarray(a)
-    h = hashlib.sha256(f"{a.dtype}{a.shape}".encode())
-    if a.nbytes <= _FULL_HASH_BYTES:
-        h.update(a.tobytes())
-        hashed = "all"
-    else:
-        rows = np.unique(np.linspace(0, a.shape[0] - 1, _SAMPLED_ROWS).astype(np.int64))
-        h.update(np.ascontiguousarray(a[rows]).tobytes())
-        hashed = f"{len(rows)} sampled examples"
-    return {"shape": [int(s) for s in a.shape], "dtype": str(a.dtype), "sha256": h.hexdigest(), "hashed": hashed}
+    return None if a is None else array_fingerprint(a, "examples")
 
 
 def _json_value(v):

@@ -44,7 +44,6 @@ file system every host sees (as orbax checkpoints must). See ``docs/scale.md``.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import math
@@ -63,6 +62,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxdecomp._checks import check_key
+from jaxdecomp._files import DirLock, array_fingerprint, check_writable_dir
 from jaxdecomp.diffusion.checkpoint import CheckpointLocked
 from jaxdecomp.diffusion.schedules import Levels, network_levels
 from jaxdecomp.estimate._estimators import (
@@ -77,10 +77,6 @@ from jaxdecomp.estimate._estimators import (
     check_levels,
 )
 
-try:  # POSIX advisory locks; elsewhere the store lock is a no-op
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 __all__ = ["RESUME_MODES", "StoreLocked", "StoreMismatch", "decompose_dataset", "load_dataset_maps"]
 
@@ -90,8 +86,6 @@ VERSION = 1
 MANIFEST = "manifest.json"
 LOCK_FILE = ".lock"
 _CHUNK_RE = re.compile(r"^chunk_(\d{6,})\.npz$")
-_FULL_HASH_BYTES = 256 << 20
-_SAMPLED_ROWS = 4096
 _AXIS = "data"
 
 
@@ -118,16 +112,7 @@ _HINT = ("To continue it, call again with the inputs and settings it was written
 
 # ----------------------------------------------------------------------------- fingerprints
 def _sha_array(a: np.ndarray) -> dict:
-    a = np.ascontiguousarray(a)
-    h = hashlib.sha256(f"{a.dtype}{a.shape}".encode())
-    if a.nbytes <= _FULL_HASH_BYTES:
-        h.update(a.tobytes())
-        hashed = "all"
-    else:
-        rows = np.unique(np.linspace(0, a.shape[0] - 1, _SAMPLED_ROWS).astype(np.int64))
-        h.update(np.ascontiguousarray(a[rows]).tobytes())
-        hashed = f"{len(rows)} sampled stimuli"
-    return {"shape": [int(s) for s in a.shape], "dtype": str(a.dtype), "sha256": h.hexdigest(), "hashed": hashed}
+    return array_fingerprint(a, "stimuli")
 
 
 def _callable_name(obj) -> str:
@@ -297,49 +282,14 @@ def _chunk_ok(path: Path, digest: str, start: int, stop: int, fields, shape) -> 
 
 
 def _probe_directory(directory: Path, name: str) -> None:
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"{name}: '{directory}' exists and is not a directory")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as err:
-        kind = "read-only" if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "unwritable"
-        raise ValueError(f"{name}: the directory '{directory}' is {kind} ({err.strerror or err}); choose a writable "
-                         f"location") from err
+    """Make ``directory`` and check that files can be created in it (``ValueError`` naming ``name``)."""
+    check_writable_dir(directory, name)
 
 
-class _Lock:
-    """An exclusive, non-blocking ``flock`` on ``<directory>/.lock`` until ``release()``."""
-
-    def __init__(self, directory: Path, name: str):
-        self._fd = None
-        path = directory / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                holder = os.read(fd, 200).decode(errors="replace").strip()
-                os.close(fd)
-                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise StoreLocked(f"{name}: '{directory}' is in use by another decompose_dataset run"
-                                      + (f" ({holder})" if holder else "")
-                                      + "; wait for it to finish, stop it, or choose another store") from None
-                raise ValueError(f"{name}: cannot lock '{path}' ({err.strerror or err})") from err
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            try:
-                if fcntl is not None:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+def _Lock(directory: Path, name: str) -> DirLock:
+    """The store's exclusive lock on ``<directory>/.lock`` (:class:`StoreLocked` when held)."""
+    return DirLock(directory, name, lock_name=LOCK_FILE, locked=StoreLocked, run="decompose_dataset run",
+                   busy="wait for it to finish, stop it, or choose another store")
 
 
 def _open_store(directory: Path, manifest: dict, resume: str, overwrite: bool, fields, shape) -> np.ndarray:

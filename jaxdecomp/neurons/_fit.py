@@ -36,7 +36,6 @@ import json
 import math
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,6 +45,7 @@ import numpy as np
 from flax import struct
 
 from jaxdecomp._checks import check_bool, check_float, check_images, check_int, check_key, is_concrete
+from jaxdecomp._files import swap_into_place, temporary_sibling
 from jaxdecomp._interfaces import Array, Encoder
 from jaxdecomp.neurons._populations import (
     GaussianPopulation,
@@ -676,21 +676,15 @@ def save_encoder(path, encoder, *, overwrite: bool = False, metadata: dict | Non
                         for k, v in arrays.items()},
                 weights_sha256=hashlib.sha256(blob).hexdigest(), metadata=meta)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp = temporary_sibling(path)
     try:
         tmp.mkdir()
         (tmp / _WEIGHTS).write_bytes(blob)
         (tmp / _SPEC_JSON).write_text(json.dumps(info, indent=1, allow_nan=False))
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            path.rename(old)
-        tmp.rename(path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    swap_into_place(tmp, path)
     return path
 
 
