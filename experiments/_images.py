@@ -29,6 +29,40 @@ def train_on(key, population, x_train, *, channels, steps: int, batch: int = 64,
     return res.model, info
 
 
+def train_prior(key, x_train, *, channels, steps: int, batch: int = 64, lr: float = 1e-3, cache_dir=None):
+    """Train one UNCONDITIONAL UNet prior denoiser on ``x_train`` (for the zero-shot estimators, which
+    need only the prior and a known encoder). With ``cache_dir``, the trained network is saved there
+    (``diffusion.save_model``) under a name that digests the data, the settings and the key, and
+    reloaded (its digests checked) when the same settings come again. Returns ``(model, info dict)``."""
+    import hashlib
+    import json
+
+    from jaxdecomp._files import array_fingerprint
+    from jaxdecomp.diffusion import load_model, save_model
+
+    x_train = np.asarray(x_train, np.float32)
+    settings = dict(channels=list(channels), steps=int(steps), batch=int(batch), lr=float(lr),
+                    key=[int(v) for v in np.asarray(jax.random.key_data(key)).ravel()],
+                    data=array_fingerprint(x_train)["sha256"])
+    tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    path = None if cache_dir is None else Path(cache_dir) / f"prior-{tag}"
+    if path is not None and path.exists():
+        t0 = time.perf_counter()
+        model = load_model(path)
+        return model, dict(settings, cached=str(path), seconds=time.perf_counter() - t0)
+    net = build_denoiser(denoiser_spec(x_train.shape[1:], None, channels))
+    t0 = time.perf_counter()
+    res = train(net, x_train, None, TrainConfig(steps=steps, batch_size=batch, learning_rate=lr,
+                                                warmup_steps=min(200, steps // 5), cond_drop=0.0,
+                                                checkpoint_every=max(steps // 4, 1)), key=key)
+    info = dict(settings, images=int(x_train.shape[0]), seconds=time.perf_counter() - t0,
+                final_loss=float(res.losses[-1, 1]))
+    if path is not None:
+        save_model(path, res.model, metadata={"experiment_prior": info})
+        info["cached"] = str(path)
+    return res.model, info
+
+
 def edge_strength(x) -> np.ndarray:
     """Gradient magnitude of images ``(..., H, W)`` (central differences, pixel units)."""
     x = np.asarray(x, np.float64)
