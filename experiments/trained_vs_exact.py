@@ -43,7 +43,7 @@ def case_gmm(key):
     xs = x[N_TRAIN:N_TRAIN + N_STIM]
     truth = task.ilocal(jax.random.PRNGKey(12), xs, response_sampler="posterior_sample", n_samples=1024)
     return dict(name="gmm_d8_4_linear_gaussian", x=np.asarray(x), r=np.asarray(r), population=task.encoder,
-                mi=mi, mi_se=mi_se, stimuli=np.asarray(xs), ilocal=np.asarray(truth.total),
+                denoiser=task.denoiser, mi=mi, mi_se=mi_se, stimuli=np.asarray(xs), ilocal=np.asarray(truth.total),
                 ilocal_se=np.asarray(truth.stderr))
 
 

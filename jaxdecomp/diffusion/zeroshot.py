@@ -20,8 +20,11 @@ that satisfies the Denoiser contract ``eps_hat = D(x_noisy, log_snr, r)``:
   ``E[Dt | x_g, r] = xhat(x_g, r) - xhat(x_g)`` EXACTLY for any ``K >= 2`` (docs/zeroshot.md §2): the
   kept particle removes the self-normalisation bias, and the ``1/K`` centring removes the particles'
   own scatter (at small noise the weights are nearly flat and ``Dt`` is a sample covariance times the
-  likelihood's slope, not a noisy mean). The I_local integrand squares ``Dt``, so its residual bias is
-  ``Var(Dt | x_g, r) / (2 g)`` per level, O(1/K).
+  likelihood's slope, not a noisy mean). The I_local integrand squares ``Dt``; squaring one estimate
+  would add ``tr Var(Dt | x_g, r) / (2 g)`` per level, O(d/K) (summed over coordinates), so with
+  ``paired=True`` (default) the estimators multiply two INDEPENDENT estimates instead
+  (:meth:`ZeroShotDenoiser.conditional_pair`: the kept-particle set and a fresh, jackknifed set),
+  which leaves an O(1/K^2) bias (docs/zeroshot.md §2).
 * ``method="dps"`` (the diffusion-posterior-sampling baseline, Chung et al. 2023):
   ``xhat(x_g, r) = xhat(x_g) + g grad_{x_g} log p(r | xhat(x_g))``; one call plus a vector-Jacobian
   product, biased where ``p(x | x_g)`` is wide compared with the encoder's resolution.
@@ -136,6 +139,7 @@ class ZeroShotDenoiser:
     log_snr_end: float = struct.field(pytree_node=False, default=14.0)
     exact_prior: bool = struct.field(pytree_node=False, default=True)
     shape: tuple = struct.field(pytree_node=False, default=())
+    paired: bool = struct.field(pytree_node=False, default=True)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -184,11 +188,16 @@ class ZeroShotDenoiser:
         return jax.random.fold_in(self.key, _input_hash(z, a))
 
     # ------------------------------------------------------------------ particles
-    def particles(self, x_noisy, log_snr):
-        """The ``K`` particles ``x^(k) ~ p(x | x_g)`` of this input, ``(K, *shape)`` (no gradient)."""
+    def particles(self, x_noisy, log_snr, stream: int = 0):
+        """The ``K`` particles ``x^(k) ~ p(x | x_g)`` of this input, ``(K, *shape)`` (no gradient).
+
+        ``stream=0``: the set the conditional call and :meth:`posterior_sample` use; ``stream=1``: an
+        independent second set of the same input (for :meth:`conditional_pair`)."""
         z = jax.lax.stop_gradient(self._check_inputs(x_noisy, None))
         a = jax.lax.stop_gradient(jnp.asarray(log_snr, z.dtype))
         key = self._call_key(z, a)
+        if stream:
+            key = jax.random.fold_in(key, 0x5EC0 + int(stream))
         if isinstance(self.prior, GridDenoiser):
             return jax.lax.stop_gradient(_grid_draws(self.prior, key, z, a, self.n_particles).astype(z.dtype))
         keys = jax.random.split(key, self.n_particles)
@@ -210,12 +219,25 @@ class ZeroShotDenoiser:
         lw = self._log_weights(self.particles(x_noisy, log_snr), jnp.asarray(r))
         return jnp.exp(2.0 * jax.nn.logsumexp(lw) - jax.nn.logsumexp(2.0 * lw))
 
-    def _shift(self, z, a, r):
-        """``xhat(x_g, r) - xhat(x_g)`` (flat, d) for the particles method, with the x_g-gradient surrogate."""
+    def _shift(self, z, a, r, stream: int = 0):
+        """``xhat(x_g, r) - xhat(x_g)`` (flat, d) for the particles method, with the x_g-gradient surrogate.
+
+        ``stream=0``: the kept-particle set (``K/(K-1)`` centring, unbiased when ``r`` came from one of its
+        particles); ``stream=1``: the independent set, plain self-normalised weights centred on the set's
+        own mean (which is unbiased for ``xhat(x_g)``: the set does not depend on ``r``)."""
         K = self.n_particles
-        parts = self.particles(z, a).reshape(K, -1)
+        parts = self.particles(z, a, stream).reshape(K, -1)
         w = jax.nn.softmax(self._log_weights(parts.reshape((K,) + tuple(self.shape)), r))   # (K,)
-        shift = (K / (K - 1.0)) * ((w - 1.0 / K) @ parts)
+        if stream:
+            # jackknifed self-normalised mean (bias O(1/K) -> O(1/K^2)): K m - (K-1) mean_k m_{-k}, with
+            # the leave-one-out means m_{-k} = (sum_j w_j x_j - w_k x_k) / (1 - w_k); minus the set's mean
+            m = w @ parts
+            loo_w = jnp.where(w < 1.0, 1.0 - w, 1.0)
+            loo = (m[None, :] - w[:, None] * parts) / loo_w[:, None]
+            loo_mean = jnp.mean(jnp.where((w < 1.0)[:, None], loo, m[None, :]), axis=0)
+            shift = K * m - (K - 1.0) * loo_mean - jnp.mean(parts, axis=0)
+        else:
+            shift = (K / (K - 1.0)) * ((w - 1.0 / K) @ parts)
         # zero-valued term whose x_g-gradient is the particle estimate of (Cov[x|x_g,r] - Cov[x|x_g]) / g
         g = variance_from_log_snr(a)
         x_g = to_variance_exploding(z, a).reshape(-1)
@@ -250,6 +272,28 @@ class ZeroShotDenoiser:
         shift = self._shift(z, a, r) if self.method == "particles" else self._dps_shift(z, a, r)
         g = variance_from_log_snr(a)
         return eps_u - (shift / jnp.sqrt(g)).reshape(self.shape).astype(z.dtype)
+
+    def conditional_pair(self, x_noisy, log_snr, r):
+        """Two estimates of ``eps_hat`` given ``r`` from INDEPENDENT particle sets: ``(D(x_noisy, log_snr, r),
+        the same from the second set)``.
+
+        The estimators square the conditional shift (``|eps_c - eps_u|^2``); the square of one Monte Carlo
+        estimate is biased upward by its variance, which grows with the dimension (``Var(Dt)`` summed over
+        ``d`` coordinates, most of which carry no signal). The product of two conditionally independent
+        estimates is not: ``E[(e1 - eu)(e2 - eu)] = E[e1 - eu] E[e2 - eu]``. The first is the usual call
+        (kept particle, unbiased for responses drawn through :meth:`posterior_sample`); the second uses
+        fresh particles (self-normalised, bias O(1/K) in the mean, none from the variance). Costs twice
+        the particles. With ``paired=False`` (or ``method="dps"``, which is deterministic) both are the
+        usual call."""
+        e1 = self(x_noisy, log_snr, r)
+        if self.method != "particles" or not self.paired:
+            return e1, e1
+        z = self._check_inputs(x_noisy, r)
+        a = jnp.asarray(log_snr, z.dtype)
+        eps_u = jnp.asarray(self.prior(z, a, None)).astype(z.dtype)
+        g = variance_from_log_snr(a)
+        shift = self._shift(z, a, jnp.asarray(r), stream=1)
+        return e1, eps_u - (shift / jnp.sqrt(g)).reshape(self.shape).astype(z.dtype)
 
     def posterior_mean(self, x_noisy, log_snr, r=None):
         """``E[x | x_noisy(, r)]`` by Tweedie from :meth:`__call__`."""
@@ -316,7 +360,8 @@ class ZeroShotDenoiser:
             msg = (f"zero-shot denoiser: the effective sample size collapsed at {bad.size} of {med.size} levels "
                    f"(median ESS {med[bad].min():.3g} < min_ess={float(min_ess):g} of n_particles="
                    f"{self.n_particles}, worst at log_snr={float(lv.log_snr[bad[np.argmin(med[bad])]]):.3g}); the "
-                   f"likelihood-weighted average rests on a few particles and I_local is biased upward. Raise "
+                   f"likelihood-weighted average rests on a few particles and I_local is biased (upward when squared "
+                   f"unpaired, either way paired). Raise "
                    f"n_particles (ESS grows in proportion), or use a trained conditional denoiser.")
             if action == "raise":
                 raise ValueError(msg)
@@ -383,7 +428,8 @@ def _as_pytree_callable(fn):
 
 
 def zero_shot_denoiser(prior, encoder, *, key, n_particles: int = 256, method: str = "particles",
-                       n_steps: int = 32, log_snr_end: float = 14.0, shape=None) -> ZeroShotDenoiser:
+                       n_steps: int = 32, log_snr_end: float = 14.0, shape=None,
+                       paired: bool = True) -> ZeroShotDenoiser:
     """A conditional denoiser from the prior denoiser ``prior`` and the encoder ``encoder``, no training.
 
     prior: an unconditional denoiser ``eps_hat = prior(x_noisy, log_snr, None)`` (an analytic oracle of
@@ -396,6 +442,9 @@ def zero_shot_denoiser(prior, encoder, *, key, n_particles: int = 256, method: s
     key: the seed of the per-call keys (module docstring). n_particles: ``K >= 2`` particles per call.
     method: ``"particles"`` (asymptotically exact) or ``"dps"`` (the biased one-call baseline).
     shape: the stimulus shape (default ``prior.shape``).
+    paired: with ``method="particles"``, the estimators square the conditional shift as the product of
+      two independent particle estimates (:meth:`ZeroShotDenoiser.conditional_pair`), which removes the
+      O(d/K) upward bias of squaring one estimate; costs twice the particles per conditional call.
     Cost per conditional call: ``K`` prior posterior draws (``K (n_steps + 1)`` prior calls with reverse
     diffusion) and ``K`` likelihood evaluations; the estimators' ``posterior_sample`` draw costs the same
     particles again. Memory: ``K * prod(shape)`` numbers per call in flight (mind the estimators' ``chunk``).
@@ -437,4 +486,4 @@ def zero_shot_denoiser(prior, encoder, *, key, n_particles: int = 256, method: s
     exact = callable(getattr(prior, "posterior_sample", None))
     return ZeroShotDenoiser(_as_pytree_callable(prior), encoder, key, n_particles=int(n_particles),
                             method=method, n_steps=int(n_steps), log_snr_end=float(log_snr_end),
-                            exact_prior=exact, shape=shape)
+                            exact_prior=exact, shape=shape, paired=bool(paired))

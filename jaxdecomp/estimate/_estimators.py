@@ -423,13 +423,26 @@ def _with_score_terms(f, h):
     return f + jax.lax.stop_gradient(f - b) * h.reshape(h.shape + (1,) * (f.ndim - 2))
 
 
+def _conditional_pair(denoiser, z, a, r):
+    """``(eps_c, eps_c2)``: two conditionally independent estimates of the conditional output when the
+    denoiser is itself a Monte Carlo estimate with a ``conditional_pair`` method (the zero-shot
+    denoiser), so that squares are taken as products of independent estimates (unbiased for the
+    square of the mean); otherwise the one output twice."""
+    pair = getattr(denoiser, "conditional_pair", None)
+    if pair is not None:
+        return pair(z, a, r)
+    ec = denoiser(z, a, r)
+    return ec, ec
+
+
 def _draw(key, t, denoiser, population, x, nodes, n_samples, sampler, n_steps, log_snr_end, mix_grad):
     """Draw ``t`` of the I_local estimator (shared by ``ilocal``/``kong2`` and ``ilocal_tensor``, so
     both see the same draws for the same key): level ``a = nodes[t // n_samples]``, blur noise
     ``eps``, the blurred stimulus, the stimulus ``x_r`` the response is drawn at, the response ``r``
     and both denoiser outputs. ``mix_grad``: split the x-gradient along the blur path (score
     gradients, module docstring); the value is the same either way.
-    Returns ``(a, g, eps, x_g_full, x_r, r, eps_u, eps_c)``."""
+    Returns ``(a, g, eps, x_g_full, x_r, r, eps_u, eps_c, eps_c2)``; ``eps_c2`` is an independent
+    second estimate of ``eps_c`` for Monte Carlo denoisers (:func:`_conditional_pair`), else ``eps_c``."""
     a = nodes[t // n_samples]
     k_eps, k_post, k_resp = jax.random.split(jax.random.fold_in(key, t), 3)
     g = variance_from_log_snr(a)
@@ -443,8 +456,8 @@ def _draw(key, t, denoiser, population, x, nodes, n_samples, sampler, n_steps, l
     x_r = _draw_response_stimulus(k_post, denoiser, x, x_g, z, a, eps_u, sampler, n_steps, log_snr_end)
     # the response is a draw: no pathwise gradient through it (its law's score enters via h)
     r = jax.lax.stop_gradient(population.sample(k_resp, jax.lax.stop_gradient(x_r)))
-    eps_c = denoiser(z, a, r)
-    return a, g, eps, x_g_full, x_r, r, eps_u, eps_c
+    eps_c, eps_c2 = _conditional_pair(denoiser, z, a, r)
+    return a, g, eps, x_g_full, x_r, r, eps_u, eps_c, eps_c2
 
 
 def _ilocal_one(key, denoiser, population, x, nodes, n_samples, sampler, n_steps, log_snr_end, chunk,
@@ -453,9 +466,10 @@ def _ilocal_one(key, denoiser, population, x, nodes, n_samples, sampler, n_steps
     n_nodes = nodes.shape[0]
 
     def task(t):
-        a, g, eps, x_g_full, x_r, r, eps_u, eps_c = _draw(key, t, denoiser, population, x, nodes, n_samples,
-                                                          sampler, n_steps, log_snr_end, score_gradient)
-        f = 0.5 * (eps_c - eps_u) ** 2
+        a, g, eps, x_g_full, x_r, r, eps_u, eps_c, eps_c2 = _draw(key, t, denoiser, population, x, nodes,
+                                                                  n_samples, sampler, n_steps, log_snr_end,
+                                                                  score_gradient)
+        f = 0.5 * (eps_c - eps_u) * (eps_c2 - eps_u)
         if not score_gradient:
             return f, jnp.zeros((), f.dtype)
         v = (1.0 - _MIX) * eps / jnp.sqrt(g)                      # Stein: grad_x E f = E[f eps] / sqrt(g)
@@ -572,7 +586,8 @@ def _surprise_jit(key, denoiser, population, x, nodes, weights, *, n_samples, ch
             eps = jax.random.normal(k_eps, xi.shape, dtype=xi.dtype)
             z = to_variance_preserving(xi + jnp.sqrt(g) * eps, a)
             r = jax.lax.stop_gradient(population.sample(k_resp, jax.lax.stop_gradient(xi)))
-            f = 0.5 * ((eps - denoiser(z, a, None)) ** 2 - (eps - denoiser(z, a, r)) ** 2)
+            ec, ec2 = _conditional_pair(denoiser, z, a, r)
+            f = 0.5 * ((eps - denoiser(z, a, None)) ** 2 - (eps - ec) * (eps - ec2))
             h = _log_prob_surrogate(population, r, xi) if score_gradient else jnp.zeros(())
             return f, h.astype(f.dtype)
 
@@ -628,10 +643,11 @@ def _mi_jit(key, denoiser, x, r, nodes, *, form, n_noise, chunk):
         xj, rj, a = x[j], r[j], nodes[l]
         eps = jax.random.normal(jax.random.fold_in(key, t), xj.shape, dtype=xj.dtype)
         z = to_variance_preserving(xj + jnp.sqrt(variance_from_log_snr(a)) * eps, a)
-        eu, ec = denoiser(z, a, None), denoiser(z, a, rj)
+        eu = denoiser(z, a, None)
+        ec, ec2 = _conditional_pair(denoiser, z, a, rj)
         if form == "orthogonal":
-            return 0.5 * jnp.sum((ec - eu) ** 2)
-        return 0.5 * (jnp.sum((eps - eu) ** 2) - jnp.sum((eps - ec) ** 2))
+            return 0.5 * jnp.sum((ec - eu) * (ec2 - eu))
+        return 0.5 * (jnp.sum((eps - eu) ** 2) - jnp.sum((eps - ec) * (eps - ec2)))
 
     return _map_tasks(task, n_pairs * per_pair, chunk).reshape(n_pairs, n_nodes, n_noise).mean(-1)
 

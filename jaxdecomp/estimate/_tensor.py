@@ -113,29 +113,35 @@ def _tail_parts(population, x, g_hi, fisher_tail: bool):
 
 
 def _deltas(key, denoiser, population, x, nodes, n_samples, sampler, n_steps, log_snr_end, chunk):
-    """``delta = eps_hat(x_a, a, r) - eps_hat(x_a, a)`` per level and draw, ``(L, n, *S)``: the draws
-    of ``estimate.ilocal`` (``_estimators._ilocal_one``'s task, same keys and order)."""
+    """``delta = eps_hat(x_a, a, r) - eps_hat(x_a, a)`` per level and draw, twice: ``(2, L, n, *S)``, the
+    second from the independent estimate ``eps_c2`` of Monte Carlo (zero-shot) denoisers (equal to the
+    first for every other denoiser). The draws of ``estimate.ilocal`` (``_estimators._ilocal_one``'s
+    task, same keys and order), so the tensor's products ``delta_1 delta_2^T`` match its squares."""
     n_nodes = nodes.shape[0]
 
     def task(t):
-        *_, eps_u, eps_c = _draw(key, t, denoiser, population, x, nodes, n_samples, sampler, n_steps,
-                                 log_snr_end, False)
-        return eps_c - eps_u
+        *_, eps_u, eps_c, eps_c2 = _draw(key, t, denoiser, population, x, nodes, n_samples, sampler, n_steps,
+                                         log_snr_end, False)
+        return jnp.stack([eps_c - eps_u, eps_c2 - eps_u])
 
-    return _map_tasks(task, n_nodes * n_samples, chunk).reshape((n_nodes, n_samples) + x.shape)
+    out = _map_tasks(task, n_nodes * n_samples, chunk).reshape((n_nodes, n_samples, 2) + x.shape)
+    return jnp.moveaxis(out, 2, 0)
 
 
-def _action_stats(D, c, V, tail_apply):
-    """``G V`` rows and their entrywise standard errors. D: (L, n, d) draws; c: (L,) weights w_l / 2;
-    V: (p, d). Per level the draw's contribution is ``c_l delta (delta . v)``."""
-    n = D.shape[1]
-    proj = jnp.einsum("lsd,pd->lsp", D, V)                       # (L, n, p)
-    mean = jnp.einsum("lsd,lsp->lpd", D, proj) / n               # (L, p, d)
-    second = jnp.einsum("lsd,lsp->lpd", D**2, proj**2) / n
+def _action_stats(D1, D2, c, V, tail_apply):
+    """``G V`` rows and their entrywise standard errors. D1, D2: (L, n, d) draws (the two independent
+    estimates of delta; the same array for ordinary denoisers); c: (L,) weights w_l / 2; V: (p, d).
+    Per level the draw's contribution is ``c_l (delta_1 (delta_2 . v) + delta_2 (delta_1 . v)) / 2``."""
+    n = D1.shape[1]
+    p1 = jnp.einsum("lsd,pd->lsp", D1, V)                        # (L, n, p)
+    p2 = jnp.einsum("lsd,pd->lsp", D2, V)
+    mean = 0.5 * (jnp.einsum("lsd,lsp->lpd", D1, p2) + jnp.einsum("lsd,lsp->lpd", D2, p1)) / n   # (L, p, d)
+    second = 0.25 * (jnp.einsum("lsd,lsp->lpd", D1**2, p2**2) + 2 * jnp.einsum("lsd,lsp->lpd", D1 * D2, p1 * p2)
+                     + jnp.einsum("lsd,lsp->lpd", D2**2, p1**2)) / n
     var = jnp.maximum(second - mean**2, 0.0) * n / (n - 1)
     GV = jnp.tensordot(c, mean, axes=1) + tail_apply(V)
     se = jnp.sqrt(jnp.tensordot(c**2, var, axes=1) / n)
-    q = proj**2                                                  # v^T delta delta^T v
+    q = p1 * p2                                                  # v^T delta_1 delta_2^T v
     qvar = q.var(axis=1, ddof=1)                                 # (L, p)
     vGv = jnp.sum(V * GV, axis=1)
     vse = jnp.sqrt(jnp.tensordot(c**2, qvar, axes=1) / n)
@@ -146,15 +152,17 @@ def _orth(Y):
     return jnp.linalg.qr(Y.T)[0].T                               # rows orthonormal
 
 
-def _top_eigen(key, D, c, tail_apply, k, oversample, n_iter, dtype):
-    """Randomised subspace iteration on ``G V = sum_l c_l/n sum_s delta (delta . v) + T v``."""
-    L, n, d = D.shape
+def _top_eigen(key, D1, D2, c, tail_apply, k, oversample, n_iter, dtype):
+    """Randomised subspace iteration on ``G V = sum_l c_l/n sum_s (delta_1 (delta_2 . v) + delta_2 (delta_1 . v))/2
+    + T v`` (symmetric; ``delta_1 = delta_2`` for ordinary denoisers)."""
+    L, n, d = D1.shape
     ell = min(d, k + oversample)
     scale = jnp.sqrt(c / n)[:, None, None]
-    U = (D * scale).reshape(L * n, d)                            # G_hat = U^T U + T
+    U1 = (D1 * scale).reshape(L * n, d)                          # G_hat = (U1^T U2 + U2^T U1) / 2 + T
+    U2 = (D2 * scale).reshape(L * n, d)
 
     def op(V):                                                   # (p, d) -> (p, d)
-        return (V @ U.T) @ U + tail_apply(V)
+        return 0.5 * ((V @ U1.T) @ U2 + (V @ U2.T) @ U1) + tail_apply(V)
 
     Q = _orth(jax.random.normal(key, (ell, d), dtype))
     for _ in range(int(n_iter)):
@@ -174,9 +182,9 @@ def _top_eigen(key, D, c, tail_apply, k, oversample, n_iter, dtype):
 def _tensor_jit(key, denoiser, population, x, directions, nodes, weights, g_hi, *, n_samples, sampler,
                 n_steps, chunk, fisher_tail, k, oversample, n_iter, with_directions):
     log_snr_end = nodes.max() + 4.0          # as estimate.ilocal
-    delta = _deltas(key, denoiser, population, x, nodes, n_samples, sampler, n_steps, log_snr_end, chunk)
+    delta, delta2 = _deltas(key, denoiser, population, x, nodes, n_samples, sampler, n_steps, log_snr_end, chunk)
     # the diagonal exactly as estimate.ilocal computes its map
-    f = 0.5 * delta**2
+    f = 0.5 * delta * delta2
     totals = f.reshape(f.shape[0], n_samples, -1).sum(-1)
     w = weights.astype(f.dtype)
     tail_diag, tail_apply = _tail_parts(population, x, g_hi, fisher_tail)
@@ -187,17 +195,18 @@ def _tensor_jit(key, denoiser, population, x, directions, nodes, weights, g_hi, 
 
     L, d = delta.shape[0], x.size
     D = delta.reshape(L, n_samples, d)
+    D2 = delta2.reshape(L, n_samples, d)
     c = w / 2
     out = dict(action=None, directional=None, eigenvalues=None, eigenvectors=None)
     if with_directions:
         V = directions.reshape(directions.shape[0], d).astype(D.dtype)
-        GV, se, vGv, vse = _action_stats(D, c, V, tail_apply)
+        GV, se, vGv, vse = _action_stats(D, D2, c, V, tail_apply)
         out["action"] = Estimate(GV.reshape(directions.shape), se.reshape(directions.shape))
         out["directional"] = Estimate(vGv, vse)
     info = {"n_columns": jnp.asarray(L * n_samples)}
     if k > 0:
-        lam, vecs = _top_eigen(jax.random.fold_in(key, _EIG_FOLD), D, c, tail_apply, k, oversample, n_iter, D.dtype)
-        GV, se, vGv, vse = _action_stats(D, c, vecs[:k], tail_apply)
+        lam, vecs = _top_eigen(jax.random.fold_in(key, _EIG_FOLD), D, D2, c, tail_apply, k, oversample, n_iter, D.dtype)
+        GV, se, vGv, vse = _action_stats(D, D2, c, vecs[:k], tail_apply)
         ell = lam.shape[0]
         lam_k = lam[:k]
         above = jnp.concatenate([jnp.array([jnp.inf], lam.dtype), lam[: k - 1]])
