@@ -43,7 +43,7 @@ from jaxdecomp.diffusion import MLPDenoiser, TrainConfig, train, zero_shot_denoi
 from jaxdecomp.plotting import save
 
 SETTINGS = {
-    "default": dict(steps=8000, n_stimuli=20, n_samples=64, n_steps=32, n_particles=64, zs_steps=32),
+    "default": dict(steps=8000, n_stimuli=12, n_samples=24, n_steps=32, n_particles=64, zs_steps=32),
     "quick": dict(steps=1500, n_stimuli=8, n_samples=32, n_steps=16, n_particles=32, zs_steps=16),
 }
 
@@ -100,6 +100,8 @@ def run(quick: bool = False, seed: int = 0, **overrides) -> dict:
         est = E.ilocal(k_e, Z, pop, xs, **kw)
         extra = dict(train_seconds=t_prior, final_loss=float(prior.losses[-1, 1])) if prior_den is prior.model else {}
         rows.append(_row(name, est, truth, truth_se, time.perf_counter() - t0, **extra))
+        print(f"  {name}: median |rel. error| {100 * rows[-1]['median_abs_relative_error']:.1f}% "
+              f"({rows[-1]['seconds']:.0f} s)", flush=True)
     t0 = time.perf_counter()
     est = E.ilocal(k_e, exact_den, pop, xs, response_sampler="posterior_sample", **kw)
     rows.append(_row("exact conditional denoiser (no network)", est, truth, truth_se, time.perf_counter() - t0))
