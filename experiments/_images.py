@@ -37,13 +37,12 @@ def train_prior(key, x_train, *, channels, steps: int, batch: int = 64, lr: floa
     import hashlib
     import json
 
-    from jaxdecomp._files import array_fingerprint
     from jaxdecomp.diffusion import load_model, save_model
 
     x_train = np.asarray(x_train, np.float32)
     settings = dict(channels=list(channels), steps=int(steps), batch=int(batch), lr=float(lr),
                     key=[int(v) for v in np.asarray(jax.random.key_data(key)).ravel()],
-                    data=array_fingerprint(x_train)["sha256"])
+                    data=hashlib.sha256(f"{x_train.shape}".encode() + x_train.tobytes()).hexdigest())
     tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = None if cache_dir is None else Path(cache_dir) / f"prior-{tag}"
     if path is not None and path.exists():
