@@ -283,6 +283,41 @@ def _check_config(config) -> None:
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
 
 
+#: ``fold_in`` tag of the per-step response key (``population=`` in :func:`make_train_step` / :func:`train`).
+RESPONSE_KEY_TAG = 0x72657370
+#: how many stimuli the response standardisation (``r_shift`` / ``r_scale``) is fitted on when
+#: responses are drawn during training (``train(..., population=...)``).
+PILOT_RESPONSES = 4096
+
+
+def _check_population(population, name: str = "population") -> None:
+    if not callable(getattr(population, "sample", None)):
+        raise TypeError(f"{name}: expected an encoder with a sample(key, x) method (jaxdecomp.neurons), "
+                        f"got {type(population).__name__}")
+
+
+def _population_responses(model, population, x, key) -> np.ndarray:
+    """Pilot responses ``(m, n_neurons)`` float32 to up to :data:`PILOT_RESPONSES` evenly spaced
+    stimuli of ``x``: they set the network's response standardisation when ``train`` draws the
+    training responses itself; checked against ``model.n_neurons``."""
+    _check_population(population)
+    if model.n_neurons is None:
+        raise ValueError("population: the model is unconditional (n_neurons=None); build it with n_neurons to "
+                         "train on responses drawn from a population")
+    try:
+        out = jax.eval_shape(population.sample, jax.random.PRNGKey(0), jnp.asarray(x[0]))
+    except Exception as err:  # noqa: BLE001
+        raise TypeError(f"population: sample(key, x) fails on one stimulus of shape {x.shape[1:]}: {err}") from err
+    if tuple(out.shape) != (model.n_neurons,):
+        raise ValueError(f"population: draws responses of shape {tuple(out.shape)} but the model expects "
+                         f"({model.n_neurons},) (model.n_neurons)")
+    m = min(len(x), PILOT_RESPONSES)
+    idx = np.linspace(0, len(x) - 1, m).round().astype(int)
+    kp = jax.random.fold_in(key, RESPONSE_KEY_TAG + 1)
+    r = jax.jit(jax.vmap(population.sample))(jax.random.split(kp, m), jnp.asarray(x[idx]))
+    return _as_data("population responses", np.asarray(r, np.float32))
+
+
 def _graphdef(model):
     if isinstance(model, nnx.GraphDef):
         return model
@@ -416,8 +451,8 @@ def trained_model(model, state: TrainState, *, ema: bool = True) -> nnx.Module:
 
 
 def make_train_step(model, config: TrainConfig = TrainConfig(), *, tx: optax.GradientTransformation | None = None,
-                    log_snr_loc: float | None = None) -> Callable[[TrainState, Any, jax.Array],
-                                                                   tuple[TrainState, dict]]:
+                    log_snr_loc: float | None = None, population=None) -> Callable[[TrainState, Any, jax.Array],
+                                                                                    tuple[TrainState, dict]]:
     """The pure training step ``step(state, batch, key) -> (state, metrics)``.
 
     Args:
@@ -428,6 +463,12 @@ def make_train_step(model, config: TrainConfig = TrainConfig(), *, tx: optax.Gra
         ``make_optimizer(config)``).
       log_snr_loc: centre of the log-SNR density; default ``config.log_snr_loc``. Required
         when that is None: pass ``log_snr_center(x, config)`` (what :func:`train` uses).
+      population: a known encoder ``p(r | x)`` (anything with ``sample(key, x)`` for ONE
+        stimulus, :class:`~jaxdecomp.neurons.Encoder`), or None. When given, a batch without
+        responses (``(x, None)`` or a bare ``x``) gets fresh draws ``r ~ p(r | x)`` inside the
+        step, from ``jax.random.fold_in(fold_in(key, s), RESPONSE_KEY_TAG)`` (independent of the
+        noise, log-SNR and dropout draws, which are unchanged): the network never sees the
+        same pair twice. A batch with responses uses them as given.
 
     The returned ``step``:
       state: :class:`TrainState` (one member; ``jax.vmap`` the step for an ensemble).
@@ -459,10 +500,15 @@ def make_train_step(model, config: TrainConfig = TrainConfig(), *, tx: optax.Gra
     lo, hi = config.log_snr_range
     loc, scale = float(log_snr_loc), float(config.log_snr_scale)
     cond_drop, ema_decay = float(config.cond_drop), float(config.ema_decay)
+    if population is not None:
+        _check_population(population)
 
     def step(state: TrainState, batch, key):
         xb, rb = batch if isinstance(batch, (tuple, list)) else (batch, None)
         n = xb.shape[0]
+        if rb is None and population is not None:      # fresh responses: r ~ p(r | x), never the same pair twice
+            kr = jax.random.fold_in(jax.random.fold_in(key, state.step), RESPONSE_KEY_TAG)
+            rb = jax.lax.stop_gradient(jax.vmap(population.sample)(jax.random.split(kr, n), xb)).astype(jnp.float32)
         ka, ke, kd = jax.random.split(jax.random.fold_in(key, state.step), 3)
         a = truncated_logistic_sample(ka, (n,), lo, hi, loc, scale)
         eps = jax.random.normal(ke, xb.shape, jnp.float32)
@@ -505,7 +551,23 @@ def _json_value(v):
     return [float(u) for u in v] if isinstance(v, tuple) else v
 
 
-def _run_fingerprint(models, x, r, config: TrainConfig, key_meta, ensemble: bool) -> dict:
+def _population_fingerprint(population) -> dict | None:
+    """Class and SHA-256 of the array leaves of a population (``train(..., population=...)``)."""
+    if population is None:
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    leaves, treedef = jax.tree.flatten(population)
+    h.update(str(treedef).encode())
+    for leaf in leaves:
+        a = np.asarray(leaf)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return {"class": type(population).__name__, "sha256": h.hexdigest()}
+
+
+def _run_fingerprint(models, x, r, config: TrainConfig, key_meta, ensemble: bool, population=None) -> dict:
     """What identifies a training run in its checkpoints' meta (see :func:`train`)."""
     from jaxdecomp.diffusion.models import model_spec
 
@@ -513,6 +575,13 @@ def _run_fingerprint(models, x, r, config: TrainConfig, key_meta, ensemble: bool
         spec = model_spec(models[0])
     except TypeError:
         spec = None
+    fp = _run_fingerprint_base(models, x, r, config, key_meta, ensemble, spec)
+    if population is not None:      # responses drawn during training: the population is the data
+        fp["population"] = _population_fingerprint(population)
+    return fp
+
+
+def _run_fingerprint_base(models, x, r, config: TrainConfig, key_meta, ensemble: bool, spec) -> dict:
     return {"version": 1,
             "model": {"class": type(models[0]).__name__, "spec": spec},
             "members": len(models) if ensemble else None,
@@ -544,6 +613,12 @@ def _run_differences(meta: dict, fp: dict, step: int, config: TrainConfig) -> tu
                 diffs.append(f"model: architecture {_short(n['spec'])} now, {_short(o.get('spec'))} in the checkpoint")
         if old.get("members") != fp["members"]:
             diffs.append(f"ensemble members: {fp['members']} now, {old.get('members')} in the checkpoint")
+        if old.get("population") != fp.get("population"):
+            o, n = old.get("population"), fp.get("population")
+            diffs.append(f"population (responses drawn during training): "
+                         f"{'none' if n is None else n['class'] + ' ' + n['sha256'][:12] + '...'} now, "
+                         f"{'none' if o is None else str(o.get('class')) + ' ' + str(o.get('sha256'))[:12] + '...'}"
+                         f" in the checkpoint")
         for name in ("x", "r"):
             o, n = (old.get("data") or {}).get(name), fp["data"][name]
             if o == n:
@@ -648,7 +723,7 @@ def _discard(ckptr, why: str) -> None:
 
 # ----------------------------------------------------------------------------- host loop
 def _fit(models: list, x, r, config: TrainConfig, keys: list, checkpoint_dir, step_callback, ensemble: bool,
-         resume: str = "auto", overwrite: bool = False):
+         resume: str = "auto", overwrite: bool = False, population=None):
     """The host loop shared by :func:`train` (one model, ``ensemble=False``) and
     :func:`train_ensemble` (a vmapped step over ``len(models)`` members)."""
     devices = jax.devices()
@@ -659,14 +734,15 @@ def _fit(models: list, x, r, config: TrainConfig, keys: list, checkpoint_dir, st
     if checkpoint_dir is not None:   # writable? locked by another run? before any work
         ckptr = _ckpt.Checkpointer(Path(checkpoint_dir), keep=config.keep_checkpoints, name="checkpoint_dir")
     try:
-        return _run(models, x, r, config, keys, ckptr, step_callback, ensemble, resume, overwrite)
+        return _run(models, x, r, config, keys, ckptr, step_callback, ensemble, resume, overwrite,
+                    population=population)
     finally:
         if ckptr is not None:
             ckptr.close()
 
 
 def _run(models: list, x, r, config: TrainConfig, keys: list, ckptr, step_callback, ensemble: bool,
-         resume: str, overwrite: bool):
+         resume: str, overwrite: bool, population=None):
     E = len(models)
     n = x.shape[0]
     devices = jax.devices()
@@ -677,13 +753,17 @@ def _run(models: list, x, r, config: TrainConfig, keys: list, ckptr, step_callba
     words = [_key_words(k) for k in keys]
     key_meta = words if ensemble else words[0]
     tx = make_optimizer(config)
-    one_step = make_train_step(models[0], config, tx=tx, log_snr_loc=log_snr_center(x, config))
+    one_step = make_train_step(models[0], config, tx=tx, log_snr_loc=log_snr_center(x, config),
+                               population=population if r is None else None)
+    r_init = r
+    if r is None and population is not None:     # responses drawn each step; standardise on a pilot draw
+        r_init = _population_responses(models[0], population, x, keys[0])
     if ensemble:
-        state = init_ensemble(models, config, r=r, tx=tx)
+        state = init_ensemble(models, config, r=r_init, tx=tx)
         key_run = jnp.stack([jnp.asarray(k) for k in keys])
         jstep = jax.jit(jax.vmap(one_step), out_shardings=(repl, repl))
     else:
-        state = init_train_state(models[0], config, r=r, tx=tx)
+        state = init_train_state(models[0], config, r=r_init, tx=tx)
         key_run = keys[0]
         jstep = jax.jit(one_step, out_shardings=(repl, repl))
     state = jax.device_put(state, repl)
@@ -697,7 +777,7 @@ def _run(models: list, x, r, config: TrainConfig, keys: list, ckptr, step_callba
     fingerprint = None
     if ckptr is not None:
         checkpoint_dir = ckptr.directory
-        fingerprint = _run_fingerprint(models, x, r, config, key_meta, ensemble)
+        fingerprint = _run_fingerprint(models, x, r, config, key_meta, ensemble, population=population)
         restored = _resume(ckptr, _to_ckpt(state), fingerprint, config, resume, overwrite)
         if restored is not None:
             state = _from_ckpt(restored.state)
@@ -778,7 +858,7 @@ def _run(models: list, x, r, config: TrainConfig, keys: list, ckptr, step_callba
 # ----------------------------------------------------------------------------- train
 def train(model: nnx.Module, x, r=None, config: TrainConfig = TrainConfig(), *, checkpoint_dir=None, key=None,
           resume: str = "auto", overwrite: bool = False,
-          _step_callback: Callable[[int, jax.Array], Any] | None = None) -> TrainResult:
+          _step_callback: Callable[[int, jax.Array], Any] | None = None, population=None) -> TrainResult:
     """Train a denoiser network; returns :class:`TrainResult` (``result.model`` has the EMA weights).
 
     A host loop around :func:`init_train_state` and a jitted :func:`make_train_step`, with
@@ -809,6 +889,15 @@ def train(model: nnx.Module, x, r=None, config: TrainConfig = TrainConfig(), *, 
         they cannot be continued: with ``resume="never"`` always, with ``"auto"`` only when
         they belong to a different run (a matching run is still continued). Steps moved
         aside as ``<step>.corrupt`` are kept.
+      population: a KNOWN encoder ``p(r | x)`` (``sample(key, x)`` for one stimulus, e.g. a
+        :mod:`jaxdecomp.neurons` population or a fitted encoder), used only with ``r=None``:
+        every step then draws fresh responses ``r ~ p(r | x)`` for its batch inside the jitted
+        step (:func:`make_train_step`), so the network never sees the same ``(x, r)`` pair
+        twice (unlimited paired data at no extra cost; a fixed set of pairs is memorised and
+        biases I_local, ``experiments/bias_sources.py``). ``r_shift`` / ``r_scale`` are set
+        from one pilot draw for up to :data:`PILOT_RESPONSES` evenly spaced stimuli. The
+        population is part of the run fingerprint (class and digest of its arrays). With
+        ``population=None`` (default) nothing changes.
 
     Resuming. Each checkpoint records a run fingerprint: the model class, its architecture
     spec and (through the saved arrays) every variable's shape and dtype; the training data
@@ -839,11 +928,19 @@ def train(model: nnx.Module, x, r=None, config: TrainConfig = TrainConfig(), *, 
     _check_config(config)
     _check_model(model)
     x, r = _check_data(model, x, r)
+    if population is not None:
+        _check_population(population)
+        if r is not None:
+            raise ValueError("population, r: pass one of them (population draws fresh responses every step; r is "
+                             "a fixed set of paired responses)")
+        if model.n_neurons is None:
+            raise ValueError("population: the model is unconditional (n_neurons=None); build it with n_neurons "
+                             "to train on responses drawn from a population")
     _check_resume_args(resume, overwrite, checkpoint_dir)
     if key is None:
         key = jax.random.PRNGKey(config.seed)
     return _fit([model], x, r, config, [key], checkpoint_dir, _step_callback, ensemble=False, resume=resume,
-                overwrite=overwrite)[0]
+                overwrite=overwrite, population=population)[0]
 
 
 def train_ensemble(models: Sequence[nnx.Module], x, r=None, config: TrainConfig = TrainConfig(), *, keys=None,
