@@ -89,6 +89,109 @@ def _write(out: Path, fig, results: dict) -> None:
     (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=1))
 
 
+def _maps_figure(images, maps: dict, p: int, verdict: str):
+    """The Fisher / I_local / I_local-SE rows of the first ``p`` images, totals ± SE, colour bars."""
+    from jaxdecomp.plotting import map_figure
+
+    fisher_tot = np.asarray(maps["fisher"][:p]).reshape(p, -1).sum(1)
+    se_maps = {"SE of I_local": maps["ilocal_pixel_se"][:p]} if "ilocal_pixel_se" in maps else None
+    return map_figure(images, {"Fisher J_ii(x)": maps["fisher"][:p], "I_local": maps["ilocal"][:p]},
+                      titles=[f"I={t:.2f}±{s:.2f} nats" for t, s in zip(maps["ilocal_total"][:p], maps["ilocal_se"][:p])],
+                      units={"Fisher J_ii(x)": "per pixel (1/x^2)", "I_local": "nats/pixel",
+                             "SE of I_local": "nats/pixel"},
+                      totals={"Fisher J_ii(x)": fisher_tot, "I_local": maps["ilocal_total"][:p]},
+                      stderrs={"I_local": maps["ilocal_se"][:p]}, se_maps=se_maps, shared_scale=True,
+                      suptitle=f"I_local maps: {verdict}")
+
+
+# --------------------------------------------------------------------------- trust verdict
+MIN_TRAIN_STEPS = 500          # fewer updates than this: the network is not a denoiser yet
+MAX_GAP_ORTHOGONAL = 0.15      # relative gap between the two MI forms beyond which networks' errors dominate
+MIN_PIXEL_SNR = 2.0            # median per-pixel I_local / SE below this: the maps are mostly noise
+MAX_OVERFIT = 0.05             # held-out loss above the training loss by more than this fraction: memorised pairs
+
+FIELDS = {
+    "verdict": "plain-text trust verdict: 'trustworthy' or 'NOT trustworthy: <what is wrong>; <fix>'",
+    "diagnostics": "the checks behind the verdict (each with its value, threshold and whether it passed)",
+    "ilocal": "I_local pixel maps (n, H, W), nats per pixel",
+    "ilocal_total": "I_local(x) of each image, nats (the sum of its map)",
+    "ilocal_totals": "I_local(x) of each test image, nats (the sum of its map)",
+    "ilocal_se": "Monte Carlo standard error of each I_local(x), nats",
+    "ilocal_pixel_se": "Monte Carlo standard error of each pixel of the I_local map, nats per pixel",
+    "ilocal_pixel_snr": "per image, the median over pixels of I_local / its SE (dimensionless)",
+    "fisher": "Fisher information diagonal J_ii(x) of the population (n, H, W), per pixel (1/unit of x^2)",
+    "fisher_totals": "trace of the Fisher information of each test image (1/unit of x^2)",
+    "mutual_information": "population MI I(R;X) on held-out pairs, nats: orthogonal and gap forms with SEs",
+    "completeness": "mean I_local over test images against the MI (nats; z = difference / combined SE)",
+    "training": "training steps, pairs (or 'fresh' responses), seconds, final training loss (eps-MSE per "
+                "coordinate) and held-out loss where measured",
+    "seconds": "wall-clock seconds per phase",
+}
+
+
+def _verdict(*, steps=None, final_loss=None, heldout_loss=None, heldout_loss_se=None, mean_ilocal=None,
+             mean_ilocal_se=None, mi_gap=None, mi_gap_se=None, mi_orthogonal=None, mi_orthogonal_se=None,
+             pixel_snr=None, totals=None, totals_se=None) -> tuple[str, dict]:
+    """(verdict text, diagnostics) from what a command could measure; missing checks are reported as such."""
+    diag, problems, fixes = {}, [], []
+    if steps is not None:
+        ok = int(steps) >= MIN_TRAIN_STEPS
+        diag["training_steps"] = dict(value=int(steps), minimum=MIN_TRAIN_STEPS, passed=ok)
+        if not ok:
+            problems.append(f"the denoiser was trained for only {int(steps)} steps")
+            fixes.append(f"train longer: at least {MIN_TRAIN_STEPS} steps (the demo's default is 2000; "
+                         f"`jaxdecomp train --steps 4000`)")
+    if heldout_loss is not None and final_loss is not None:
+        over = float(heldout_loss) / float(final_loss) - 1
+        ok = over <= MAX_OVERFIT
+        diag["heldout_vs_training_loss"] = dict(heldout=float(heldout_loss), heldout_se=heldout_loss_se,
+                                                training=float(final_loss), relative_excess=over,
+                                                maximum=MAX_OVERFIT, passed=ok)
+        if not ok:
+            problems.append(f"held-out loss {heldout_loss:.4g} exceeds the training loss {final_loss:.4g} by "
+                            f"{100 * over:.0f}% (memorised pairs)")
+            fixes.append("train on fresh responses (a known encoder: `train(..., population=...)`, "
+                         "`jaxdecomp train` without --fixed-responses) or on more stimuli")
+    else:
+        diag["heldout_vs_training_loss"] = dict(passed=None, note="not measured by this command")
+    if None not in (mean_ilocal, mean_ilocal_se, mi_gap, mi_gap_se):
+        z = (float(mean_ilocal) - float(mi_gap)) / max(float(np.hypot(mean_ilocal_se, mi_gap_se)), 1e-300)
+        ok = abs(z) < 2
+        diag["completeness_vs_gap_mi"] = dict(mean_ilocal=float(mean_ilocal), mean_ilocal_se=float(mean_ilocal_se),
+                                              mi_gap=float(mi_gap), mi_gap_se=float(mi_gap_se), z=z, passed=ok)
+        if not ok:
+            problems.append(f"completeness fails: mean I_local {mean_ilocal:.3f} ± {mean_ilocal_se:.3f} vs "
+                            f"I(R;X) {mi_gap:.3f} ± {mi_gap_se:.3f} nats (gap form, {z:+.1f} SE)")
+            fixes.append("train longer (more steps, more pairs or fresh responses), then rerun")
+    else:
+        diag["completeness_vs_gap_mi"] = dict(passed=None, note="not measured by this command (needs held-out "
+                                                                 "pairs and the MI: `jaxdecomp demo` does it)")
+    if mi_gap is not None and mi_orthogonal is not None:
+        rel = (float(mi_orthogonal) - float(mi_gap)) / max(abs(float(mi_gap)), 1e-12)
+        ok = abs(rel) <= MAX_GAP_ORTHOGONAL
+        diag["orthogonal_vs_gap_mi"] = dict(orthogonal=float(mi_orthogonal), orthogonal_se=mi_orthogonal_se,
+                                            gap=float(mi_gap), gap_se=mi_gap_se, relative_difference=rel,
+                                            maximum=MAX_GAP_ORTHOGONAL, passed=ok)
+        if not ok:
+            problems.append(f"the two MI forms disagree by {100 * rel:+.0f}% (orthogonal {mi_orthogonal:.3f}, gap "
+                            f"{mi_gap:.3f} nats): the networks' errors are large")
+            fixes.append("train longer (exact denoisers make the two forms equal)")
+    if pixel_snr is not None:
+        med = float(np.median(np.asarray(pixel_snr)))
+        ok = med >= MIN_PIXEL_SNR
+        diag["pixel_snr"] = dict(median=med, minimum=MIN_PIXEL_SNR, passed=ok)
+        if not ok:
+            problems.append(f"the pixel maps are noisy (median per-pixel SNR {med:.1f})")
+            fixes.append("raise n_samples (draws per level) for the maps")
+    if totals is not None and totals_se is not None:
+        t, se = np.asarray(totals, float), np.asarray(totals_se, float)
+        diag["total_relative_se"] = dict(median=float(np.median(se / np.maximum(np.abs(t), 1e-12))))
+    if not problems:
+        return "trustworthy", diag
+    uniq = list(dict.fromkeys(fixes)) or ["check the diagnostics"]
+    return "NOT trustworthy: " + "; ".join(uniq) + " (" + "; ".join(problems) + ")", diag
+
+
 # --------------------------------------------------------------------------- demo
 def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = None, resume: bool = False,
              overwrite: bool = False) -> dict:
@@ -100,7 +203,6 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     from jaxdecomp import data, estimate, neurons
     from jaxdecomp.diffusion import TrainConfig, build_denoiser, denoiser_spec, train
     from jaxdecomp.diffusion.schedules import network_levels
-    from jaxdecomp.plotting import map_figure
 
     cfg = dict(DEMO_SETTINGS[bool(quick)])
     if steps is not None:
@@ -121,7 +223,8 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
          f"({'quick' if quick else 'default'} settings)")
     xs, rs = neurons.simulate_responses(k_resp, pop, x_train, cfg["copies"])
     net = build_denoiser(denoiser_spec((size, size), 49, cfg["channels"]), seed)
-    _log(f"training a UNet denoiser (channels {cfg['channels']}) for {cfg['steps']} steps on {xs.shape[0]} pairs")
+    _log(f"training a UNet denoiser (channels {cfg['channels']}) for {cfg['steps']} steps on {xs.shape[0]} pairs "
+         f"(compiling the training step first)")
     t0 = time.perf_counter()
     res = train(net, xs, rs, TrainConfig(steps=cfg["steps"], batch_size=cfg["batch"], warmup_steps=100,
                                          checkpoint_every=max(cfg["steps"] // 4, 1)),
@@ -132,7 +235,7 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     x_mi = x_test[: cfg["n_mi"]]
     _, r_mi = neurons.simulate_responses(jax.random.fold_in(k_resp, 1), pop, x_mi)
     lv = network_levels(cfg["n_levels"])
-    _log("population MI on held-out pairs")
+    _log("population MI on held-out pairs (compiling the MI estimator first)")
     mi_o = estimate.mutual_information(k_mi, model, x_mi, r_mi, levels=lv, n_noise=cfg["n_noise"])
     mi_g = estimate.mutual_information(k_mi, model, x_mi, r_mi, levels=lv, n_noise=cfg["n_noise"], form="gap")
     _log(f"I(R;X) = {float(mi_o.value):.3f} ± {float(mi_o.stderr):.3f} nats (orthogonal), "
@@ -140,7 +243,7 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     _log(f"I_local and Fisher maps for {cfg['n_complete']} test digits")
     t0 = time.perf_counter()
     maps = estimate.pixel_maps(k_maps, model, pop, x_test[: cfg["n_complete"]], n_levels=cfg["n_levels"],
-                               n_samples=cfg["n_samples"], n_steps=cfg["n_steps"])
+                               n_samples=cfg["n_samples"], n_steps=cfg["n_steps"], log=_log)
     t_maps = time.perf_counter() - t0
     tot = maps["ilocal_total"]
     mean_il, se_il = float(tot.mean()), float(tot.std(ddof=1) / np.sqrt(len(tot)))
@@ -153,10 +256,15 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
          f"I(R;X) = {float(mi_g.value):.3f} ± {float(mi_g.stderr):.3f} gap form ({z['gap']:+.1f} SE), "
          f"{float(mi_o.value):.3f} ± {float(mi_o.stderr):.3f} orthogonal ({z['orthogonal']:+.1f} SE): "
          f"{'agrees' if agrees else 'does NOT agree'} within 2 SE with the {ref} form")
+    verdict, diagnostics = _verdict(steps=res.step, final_loss=float(res.losses[-1, 1]), mean_ilocal=mean_il,
+                                    mean_ilocal_se=se_il, mi_gap=float(mi_g.value), mi_gap_se=float(mi_g.stderr),
+                                    mi_orthogonal=float(mi_o.value), mi_orthogonal_se=float(mi_o.stderr),
+                                    pixel_snr=maps.get("ilocal_pixel_snr"), totals=tot, totals_se=maps["ilocal_se"])
+    _log(f"verdict: {verdict}")
     p = cfg["panel"]
-    fig = map_figure(x_test[:p], {"Fisher J_ii(x)": maps["fisher"][:p], "I_local": maps["ilocal"][:p]},
-                     titles=[f"I={t:.2f}" for t in tot[:p]])
+    fig = _maps_figure(x_test[:p], maps, p, verdict)
     results = dict(
+        verdict=verdict, diagnostics=diagnostics, fields=FIELDS,
         settings=dict(cfg, seed=seed, quick=bool(quick), population="lnp 7x7 Gaussian RFs, Poisson",
                       response_sampler="posterior_sample (reverse diffusion)"),
         training=dict(steps=res.step, pairs=int(xs.shape[0]), seconds=t_train, final_loss=float(res.losses[-1, 1])),
@@ -166,7 +274,9 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
                           reference_form=ref, agrees_with_reference_within_2_se=agrees,
                           z_orthogonal=float(z["orthogonal"]), z_gap=float(z["gap"]), agrees_within_2_se=within),
         ilocal_totals=tot, ilocal_se=maps["ilocal_se"], fisher_totals=maps["fisher"].reshape(len(tot), -1).sum(1),
-        panel=dict(images=x_test[:p], ilocal=maps["ilocal"][:p], fisher=maps["fisher"][:p]),
+        ilocal_pixel_snr=maps.get("ilocal_pixel_snr"),
+        panel=dict(images=x_test[:p], ilocal=maps["ilocal"][:p], fisher=maps["fisher"][:p],
+                   **({"ilocal_pixel_se": maps["ilocal_pixel_se"][:p]} if "ilocal_pixel_se" in maps else {})),
         seconds=dict(training=t_train, maps=t_maps, total=time.perf_counter() - t_start),
     )
     _write(out, fig, results)
@@ -198,7 +308,7 @@ def _load_stimuli(path, key: str, key_flag: str = "--x-key"):
 
 def run_train(data_path, out, *, neurons_name: str | None = None, x_key: str = "x", r_key: str | None = None,
               steps: int = 4000, batch: int = 64, channels=(32, 64), seed: int = 0, copies: int = 4,
-              resume: bool = False, overwrite: bool = False, encoder_dir=None) -> Path:
+              resume: bool = False, overwrite: bool = False, encoder_dir=None, fresh: bool = True) -> Path:
     """Train a denoiser on the user's images; responses from ``r_key`` in the file or simulated.
 
     Simulated responses come from the built-in neuron model ``neurons_name`` (default ``"lnp"``) or,
@@ -208,6 +318,11 @@ def run_train(data_path, out, *, neurons_name: str | None = None, x_key: str = "
 
     Writes ``out/denoiser`` (a model directory of :func:`jaxdecomp.diffusion.save_model`, whose
     metadata records the neuron model) and ``out/checkpoints``. Returns ``out``.
+
+    ``fresh`` (default; ``--fixed-responses`` turns it off): when the responses are simulated (a
+    built-in model or ``--encoder``) the encoder is known, so every training step draws new
+    responses for its batch (``train(..., population=...)``): no fixed set of ``copies`` pairs to
+    memorise (``experiments/bias_sources.py``). ``fresh=False`` is the former behaviour.
     ``resume`` / ``overwrite``: the ``--resume`` / ``--overwrite`` flags (see the module docstring).
     """
     import jax
@@ -237,26 +352,44 @@ def run_train(data_path, out, *, neurons_name: str | None = None, x_key: str = "
             pop = neurons.load_encoder(encoder_dir, shape=shape)
         except (ValueError, TypeError, FileNotFoundError) as err:
             raise _flag_error(err, {"path": "--encoder", "shape": "--encoder"}) from err
-        xs, rs = neurons.simulate_responses(jax.random.PRNGKey(seed + 1), pop, x, copies)
+        xs, rs = _simulated(jax, neurons, pop, x, seed, copies, fresh)
         enc_meta = dict(path=str(Path(encoder_dir).resolve()),
                         weights_sha256=neurons.encoder_info(encoder_dir)["weights_sha256"])
-        source = f"simulated from the fitted encoder {encoder_dir} ({copies} draws per image)"
+        source = (f"simulated from the fitted encoder {encoder_dir} "
+                  f"({'fresh draws every step' if fresh else f'{copies} draws per image'})")
     else:
         neurons_name = neurons_name or "lnp"
         pop = neurons.image_population(neurons_name, shape)
-        xs, rs = neurons.simulate_responses(jax.random.PRNGKey(seed + 1), pop, x, copies)
-        source = f"simulated from neuron model {neurons_name!r} ({copies} draws per image)"
-    net = build_denoiser(denoiser_spec(shape, rs.shape[1], channels), seed)
-    _log(f"training on {xs.shape[0]} pairs ({source}); checkpoints in {out / 'checkpoints'}")
+        xs, rs = _simulated(jax, neurons, pop, x, seed, copies, fresh)
+        source = (f"simulated from neuron model {neurons_name!r} "
+                  f"({'fresh draws every step' if fresh else f'{copies} draws per image'})")
+    n_resp = rs.shape[1] if rs is not None else int(jax.eval_shape(pop.sample, jax.random.PRNGKey(0),
+                                                                   x[0]).shape[-1])
+    net = build_denoiser(denoiser_spec(shape, n_resp, channels), seed)
+    what = f"{xs.shape[0]} pairs" if rs is not None else f"{xs.shape[0]} images with fresh responses every step"
+    _log(f"training on {what} ({source}); checkpoints in {out / 'checkpoints'}; compiling the training step first")
+    extra = {} if rs is not None else dict(population=pop)
     res = train(net, xs, rs, TrainConfig(steps=steps, batch_size=batch), checkpoint_dir=out / "checkpoints",
-                key=jax.random.PRNGKey(seed), **mode)
+                key=jax.random.PRNGKey(seed), **mode, **extra)
+    final_loss = float(res.losses[-1, 1]) if len(res.losses) else None
     meta = dict(neurons=neurons_name if r_key is None and encoder_dir is None else None, responses=source,
-                trained_steps=int(res.step), data=str(data_path), x_key=x_key)
+                trained_steps=int(res.step), data=str(data_path), x_key=x_key, final_loss=final_loss,
+                fresh_responses=rs is None)
+    if int(res.step) < MIN_TRAIN_STEPS:
+        _log(f"warning: only {int(res.step)} training steps; I_local from this denoiser is NOT trustworthy "
+             f"(train longer: at least {MIN_TRAIN_STEPS} steps)")
     if enc_meta is not None:
         meta["encoder"] = enc_meta
     path = save_model(out / "denoiser", res.model, overwrite=True, metadata=meta)
     _log(f"saved the trained denoiser to {path}")
     return out
+
+
+def _simulated(jax, neurons, pop, x, seed, copies, fresh):
+    """``(x, r)`` to train on: ``(x, None)`` with fresh responses drawn every step, else ``copies`` fixed draws."""
+    if fresh:
+        return x, None
+    return neurons.simulate_responses(jax.random.PRNGKey(seed + 1), pop, x, copies)
 
 
 _FIT_FLAGS = {"x": "--x-key", "r": "--r-key", "val_fraction": "--val-fraction", "smooth": "--smooth", "l1": "--l1",
@@ -348,7 +481,6 @@ def run_decompose(data_path, model_dir, out, *, neurons_name: str | None = None,
 
     from jaxdecomp import estimate, neurons
     from jaxdecomp.diffusion import load_model, model_info
-    from jaxdecomp.plotting import map_figure
 
     if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
         raise ValueError(f"--n-images: expected a positive int, got {n_images!r}")
@@ -431,13 +563,18 @@ def run_decompose(data_path, model_dir, out, *, neurons_name: str | None = None,
                                           **_resume_mode(resume, overwrite))
     else:
         maps = estimate.pixel_maps(jax.random.PRNGKey(seed), model, pop, x, n_levels=n_levels, n_samples=n_samples,
-                                   n_steps=n_steps)
+                                   n_steps=n_steps, log=_log)
     panel = min(n_images, len(x))
-    fig = map_figure(x[:panel], {"Fisher J_ii(x)": maps["fisher"][:panel], "I_local": maps["ilocal"][:panel]},
-                     titles=[f"I={t:.2f}" for t in maps["ilocal_total"][:panel]])
+    steps_done = meta.get("trained_steps")
+    verdict, diagnostics = _verdict(steps=steps_done, final_loss=meta.get("final_loss"),
+                                    heldout_loss=meta.get("heldout_loss"), pixel_snr=maps.get("ilocal_pixel_snr"),
+                                    totals=maps["ilocal_total"], totals_se=maps["ilocal_se"])
+    _log(f"verdict: {verdict}")
+    fig = _maps_figure(x[:panel], maps, panel, verdict)
     summary = (dict(n_images=len(x), ilocal_total=maps["ilocal_total"], ilocal_se=maps["ilocal_se"],
                     store=str(Path(out) / "store")) if all_images else maps)   # all maps are in maps.npz
-    results = dict(data=str(data_path), model_dir=str(model_dir), neurons=neurons_name, **summary)
+    results = dict(verdict=verdict, diagnostics=diagnostics, fields=FIELDS, data=str(data_path),
+                   model_dir=str(model_dir), neurons=neurons_name, **summary)
     _write(Path(out), fig, results)
     np.savez(Path(out) / "maps.npz", **maps)
     _log(f"wrote {Path(out) / 'figure.png'}, results.json and maps.npz")
@@ -484,6 +621,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--encoder", default=None,
                    help="a fitted encoder folder (`jaxdecomp fit`) to simulate the training responses with "
                         "(instead of --neurons or --r-key); decompose then uses it")
+    t.add_argument("--fixed-responses", action="store_true",
+                   help="with simulated responses (--neurons / --encoder): draw 4 responses per image once and "
+                        "train on those fixed pairs (the former behaviour); by default every step draws fresh "
+                        "responses from the known encoder, which removes the memorisation bias")
     t.add_argument("--steps", type=int, default=4000)
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
@@ -551,7 +692,7 @@ def main(argv=None) -> int:
         elif args.command == "train":
             run_train(args.data, args.out, neurons_name=args.neurons, x_key=args.x_key, r_key=args.r_key,
                       steps=args.steps, batch=args.batch, seed=args.seed, resume=args.resume,
-                      overwrite=args.overwrite, encoder_dir=args.encoder)
+                      overwrite=args.overwrite, encoder_dir=args.encoder, fresh=not args.fixed_responses)
         elif args.command == "fit":
             run_fit(args.data, args.out, x_key=args.x_key, r_key=args.r_key, model=args.model, noise=args.noise,
                     nonlinearity=args.nonlinearity, smooth=args.smooth, l1=args.l1, val_fraction=args.val_fraction,

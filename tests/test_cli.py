@@ -44,13 +44,18 @@ def test_bad_files_give_clear_errors(tmp_path, capsys):
 
 def _fake_train(net, x, r, config, **kw):
     """Stands in for diffusion.train (whose compile takes a minute on CPU): no updates."""
-    diffusion.fit_response_scaling(net, r)
+    if r is None:       # fresh responses from a known encoder (train(..., population=...))
+        import jax
+
+        r = jax.vmap(kw["population"].sample)(jax.random.split(jax.random.PRNGKey(0), len(x)), x)
+    diffusion.fit_response_scaling(net, np.asarray(r))
     return SimpleNamespace(model=net, step=config.steps, losses=np.zeros((1, 2)))
 
 
 def _fake_maps(key, denoiser, population, x, **kw):
     z = np.zeros(x.shape, np.float32)
-    return dict(ilocal=z, ilocal_total=np.zeros(len(x)), ilocal_se=np.zeros(len(x)), fisher=z)
+    return dict(ilocal=z, ilocal_total=np.zeros(len(x)), ilocal_se=np.zeros(len(x)), ilocal_pixel_se=z,
+                ilocal_pixel_snr=np.zeros(len(x)), fisher=z)
 
 
 def _train_and_decompose(tmp_path, capsys, n_levels=32, n_samples=16, n_steps=16):
@@ -69,6 +74,12 @@ def _train_and_decompose(tmp_path, capsys, n_levels=32, n_samples=16, n_steps=16
                             n_levels=n_levels, n_samples=n_samples, n_steps=n_steps)
     assert res["neurons"] == "gabor" and res["ilocal"].shape == (2, 8, 8) and np.all(np.isfinite(res["ilocal"]))
     assert (tmp_path / "maps" / "maps.npz").exists() and (tmp_path / "maps" / "figure.png").exists()
+    # a 3-step model is flagged, with the fix, in the results and in results.json (with field descriptions)
+    assert res["verdict"].startswith("NOT trustworthy: train longer") and "3 steps" in res["verdict"]
+    saved = json.loads((tmp_path / "maps" / "results.json").read_text())
+    assert saved["verdict"] == res["verdict"] and "nats per pixel" in saved["fields"]["ilocal"]
+    assert saved["diagnostics"]["training_steps"]["passed"] is False
+    assert "verdict: NOT trustworthy" in capsys.readouterr().out
     # the model folder itself is accepted too; wrong image size, wrong neuron count and corrupt weights
     # are clear errors naming the flag
     assert cli.main(["decompose", "--data", str(tmp_path / "imgs.npz"), "--x-key", "y",
@@ -123,6 +134,9 @@ def test_quick_demo_end_to_end(tmp_path):
     comp = saved["completeness"]
     assert comp["n_digits"] == 16 and comp["reference_form"] == "gap"
     assert comp["agrees_with_reference_within_2_se"] == (abs(comp["z_gap"]) < 2)
+    assert saved["verdict"].startswith(("trustworthy", "NOT trustworthy: "))
+    assert saved["diagnostics"]["completeness_vs_gap_mi"]["passed"] == (abs(comp["z_gap"]) < 2)
+    assert np.asarray(saved["panel"]["ilocal_pixel_se"]).shape == (4, 16, 16)
     maps = np.asarray(saved["panel"]["ilocal"])
     assert maps.shape == (4, 16, 16) and np.all(np.isfinite(maps))
     # Fisher maps are exact: their totals equal the population's Fisher trace

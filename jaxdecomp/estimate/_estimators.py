@@ -484,23 +484,28 @@ def _ilocal_one(key, denoiser, population, x, nodes, n_samples, sampler, n_steps
     f = f.reshape((n_nodes, n_samples) + x.shape)
     vals = _with_score_terms(f, h.reshape(n_nodes, n_samples)) if score_gradient else f
     totals = vals.reshape(n_nodes, n_samples, -1).sum(-1)
-    return vals.mean(1), totals.var(1, ddof=1) / n_samples
+    pixel_var = jax.lax.stop_gradient(vals.var(1, ddof=1) / n_samples)
+    return vals.mean(1), totals.var(1, ddof=1) / n_samples, pixel_var
 
 
 @partial(jax.jit, static_argnames=("n_samples", "sampler", "n_steps", "chunk", "fisher_tail", "batched",
-                                   "score_gradient"))
+                                   "score_gradient", "pixel_se"))
 def _ilocal_jit(key, denoiser, population, x, nodes, weights, g_hi, *, n_samples, sampler, n_steps,
-                chunk, fisher_tail, batched, score_gradient):
+                chunk, fisher_tail, batched, score_gradient, pixel_se=False):
+    """:class:`MapResult` (batched: stacked); with ``pixel_se`` a pair ``(MapResult, per-pixel standard
+    error of the map)`` (per level the variance of the mean over draws, combined with the squared
+    quadrature weights; the quadrature error is not included)."""
     log_snr_end = nodes.max() + 4.0   # reverse diffusion ends 4 log-SNR units past the finest level
 
     def one(k, xi):
-        means, var = _ilocal_one(k, denoiser, population, xi, nodes, n_samples, sampler, n_steps,
-                                 log_snr_end, chunk, score_gradient)
+        means, var, pvar = _ilocal_one(k, denoiser, population, xi, nodes, n_samples, sampler, n_steps,
+                                       log_snr_end, chunk, score_gradient)
         w = weights.astype(means.dtype)
         m = jnp.tensordot(w, means, axes=1)
         if fisher_tail:
             m = m + small_noise_tail(population, xi, g_hi).astype(m.dtype)
-        return MapResult(m, m.sum(), jnp.sqrt(jnp.sum(w**2 * var)))
+        res = MapResult(m, m.sum(), jnp.sqrt(jnp.sum(w**2 * var)))
+        return (res, jnp.sqrt(jnp.tensordot(w**2, pvar, axes=1))) if pixel_se else res
 
     if not batched:
         return one(key, x)

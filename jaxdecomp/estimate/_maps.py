@@ -1,18 +1,25 @@
-"""Pixel maps of a batch of images: I_local beside the population's exact Fisher diagonal."""
+"""Pixel maps of a batch of images: I_local beside the population's exact Fisher diagonal,
+with a per-pixel Monte Carlo standard error."""
 
 from __future__ import annotations
 
+import time
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jaxdecomp._checks import check_key
 from jaxdecomp.diffusion.schedules import network_levels
-from jaxdecomp.estimate._estimators import ilocal
+from jaxdecomp.estimate import _estimators as _est
 
 __all__ = ["pixel_maps"]
 
+#: images above which ``pixel_maps`` shows a progress bar (one step per image)
+PROGRESS_MIN_IMAGES = 2
+
 
 def pixel_maps(key, denoiser, population, x, *, n_levels=32, n_samples=16, n_steps=16,
-               response_sampler="posterior_sample"):
+               response_sampler="posterior_sample", progress=None, log=None):
     """I_local and Fisher pixel maps of a batch of images ``x (B, H, W)``, as numpy arrays.
 
     Args:
@@ -24,16 +31,70 @@ def pixel_maps(key, denoiser, population, x, *, n_levels=32, n_samples=16, n_ste
       n_samples: ``(x_g, r)`` draws per level. n_steps: reverse-diffusion steps per
         posterior sample (``response_sampler="posterior_sample"``).
       response_sampler: see :func:`jaxdecomp.estimate.ilocal`.
+      progress: show a tqdm bar over the images (default: when ``B >= PROGRESS_MIN_IMAGES``).
+      log: ``print``-like callable for a "compiling" note before the first (compiled) image, or None.
+
+    The images are done one at a time (one compiled program; image ``i`` uses
+    ``jax.random.split(key, B)[i]``, the key :func:`jaxdecomp.estimate.ilocal` gives it in a batch,
+    so the map, total and SE are those of ``ilocal(key, denoiser, population, x, levels=network_levels
+    (n_levels), ...)`` up to float rounding).
 
     Returns a dict: ``ilocal (B, H, W)`` nats per pixel, ``ilocal_total (B,)`` = I_local(x),
-    ``ilocal_se (B,)`` its Monte Carlo standard error, ``fisher (B, H, W)`` the Fisher
-    diagonal ``J_ii(x)`` of the population.
+    ``ilocal_se (B,)`` its Monte Carlo standard error, ``ilocal_pixel_se (B, H, W)`` the Monte Carlo
+    standard error of each pixel of the map (from the spread of the per-draw contributions at each
+    level, combined over levels with the squared quadrature weights; the quadrature error is not
+    included), ``ilocal_pixel_snr (B,)`` the median over pixels of ``ilocal / ilocal_pixel_se`` per
+    image, and ``fisher (B, H, W)`` the Fisher diagonal ``J_ii(x)`` of the population.
     """
     if not callable(getattr(population, "fisher_diag", None)):
         raise TypeError(f"population: expected an encoder with fisher_diag(x), got {type(population).__name__}")
-    lv = network_levels(n_levels)
-    res = ilocal(key, denoiser, population, x, levels=lv, n_samples=n_samples, n_steps=n_steps,
-                 response_sampler=response_sampler, chunk=2048)
-    fisher = jax.jit(jax.vmap(population.fisher_diag))(x)
-    return dict(ilocal=np.asarray(res.map), ilocal_total=np.asarray(res.total), ilocal_se=np.asarray(res.stderr),
-                fisher=np.asarray(fisher))
+    if response_sampler not in _est.RESPONSE_SAMPLERS:
+        raise ValueError(f"response_sampler: expected one of {_est.RESPONSE_SAMPLERS}, got {response_sampler!r}")
+    _est._check_population(population)
+    key = check_key(key)
+    n_samples = _est._check_count("n_samples", n_samples, 2)
+    n_steps = _est._check_count("n_steps", n_steps)
+    levels = _est._check_levels(network_levels(n_levels))
+    shape = _est._stimulus_shape(denoiser, x, None)
+    xj, batched = _est._check_x(x, shape)
+    if not batched:
+        xj = xj[None]
+    _est._check_population_matches(population, denoiser)
+    fisher_tail = bool(levels.tails)
+    nodes, weights = _est._nodes(levels, extrapolate_hi=not fisher_tail)
+    g_hi = float(np.exp(-levels.hi))
+    den = _est._as_pytree(denoiser, "denoiser")
+    nodes, weights = jnp.asarray(nodes, xj.dtype), jnp.asarray(weights, xj.dtype)
+    B = int(xj.shape[0])
+    keys = jax.random.split(key, B) if batched else key[None]
+    show = (B >= PROGRESS_MIN_IMAGES) if progress is None else bool(progress)
+    from tqdm.auto import tqdm
+
+    out = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=B, desc="I_local maps", disable=not show, dynamic_ncols=True)
+    try:
+        for i in range(B):
+            if i == 0 and log is not None:
+                log(f"compiling the I_local estimator ({len(nodes)} levels x {n_samples} draws"
+                    f"{f' x {n_steps} reverse-diffusion steps' if response_sampler == 'posterior_sample' else ''}"
+                    f"; the first image includes the compile)")
+            res, pix = _est._ilocal_jit(keys[i], den, population, xj[i], nodes, weights, g_hi, n_samples=n_samples,
+                                        sampler=response_sampler, n_steps=n_steps, chunk=2048,
+                                        fisher_tail=fisher_tail, batched=False, score_gradient=False,
+                                        pixel_se=True)
+            out.append([np.asarray(v) for v in (*res, pix)])
+            if i == 0 and log is not None:
+                log(f"first image done in {time.perf_counter() - t0:.0f} s (compile included)")
+            bar.update(1)
+    finally:
+        bar.close()
+    m, tot, se, pix_se = (np.stack([o[j] for o in out]) for j in range(4))
+    fisher = np.asarray(jax.jit(jax.vmap(population.fisher_diag))(xj))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.where(pix_se > 0, m / pix_se, np.inf)
+    pix_snr = np.median(snr.reshape(B, -1), axis=1)
+    if not batched:
+        m, tot, se, pix_se, fisher, pix_snr = m[0], tot[0], se[0], pix_se[0], fisher[0], pix_snr[0]
+    return dict(ilocal=m, ilocal_total=tot, ilocal_se=se, ilocal_pixel_se=pix_se, ilocal_pixel_snr=pix_snr,
+                fisher=fisher)

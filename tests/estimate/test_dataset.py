@@ -264,6 +264,9 @@ def _fake_train(net, x, r, config, **kw):
 
     from jaxdecomp import diffusion
 
+    if r is None:     # train --neurons draws fresh responses every step (population=...): simulate some here
+        pop = kw["population"]
+        r = jax.vmap(pop.sample)(jax.random.split(jax.random.PRNGKey(0), len(x)), jax.numpy.asarray(x))
     diffusion.fit_response_scaling(net, r)
     return SimpleNamespace(model=net, step=config.steps, losses=np.zeros((1, 2)))
 
