@@ -182,7 +182,7 @@ def ess_of(key, theta, prior, xs, cfg):
     den = zero_shot_denoiser(prior, pop, key=key, n_particles=cfg["eval_particles"], n_steps=cfg["eval_zs_steps"],
                              log_snr_end=float(cfg["log_snr"][1]), shape=(cfg["size"], cfg["size"]))
     rep = den.check_ess(jax.random.fold_in(key, 1), xs, levels=_levels(cfg, cfg["eval_levels"]), n_samples=4,
-                        action="ignore")
+                        min_ess=min(10.0, float(cfg["eval_particles"])), action="ignore")
     return dict(log_snr=rep.log_snr, median=rep.median, q10=rep.q10, n_particles=cfg["eval_particles"])
 
 

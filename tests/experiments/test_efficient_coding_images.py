@@ -46,26 +46,10 @@ def test_initial_theta_is_the_stated_lattice_and_rf_peaks_at_its_centre():
     assert W[0].max() > W[1].max()            # the narrower field concentrates its fixed budget
 
 
-@pytest.mark.slow
-def test_theta_gradient_exact_prior_zero_shot_matches_exact_conditional():
-    """On a small stored prior, the zero-shot loss gradient (exact particles) has the sign and size of
-    the exact discrete-prior conditional denoiser's gradient (same draws: common keys)."""
-    from jaxdecomp import data
-    from jaxdecomp.diffusion import grid_denoiser
-
-    cfg = dict(CFG, grid=2, n_levels=4, n_samples=8, n_particles=32, chunk=64)
-    x = np.asarray(data.digits(8), np.float32)[:40]
-    emp = grid_denoiser(jnp.asarray(x.reshape(40, -1)), jnp.ones(40), None, shape=(8, 8))
-    theta = X.initial_theta(cfg)
-    xs = jnp.asarray(x[:4])
-    gz = [X._flat(X.loss_and_grad(cfg)(theta, jax.random.PRNGKey(i), emp, xs)[1]) for i in range(4)]
-    ge = [X._flat(X.loss_and_grad(cfg, "exact_conditional")(theta, jax.random.PRNGKey(i), emp, xs)[1])
-          for i in range(4)]
-    gz, ge = np.mean(gz, 0), np.mean(ge, 0)
-    assert np.all(np.isfinite(gz)) and np.linalg.norm(gz) > 0
-    cos = gz @ ge / (np.linalg.norm(gz) * np.linalg.norm(ge))
-    assert cos > 0.7, cos
-    assert 0.5 < np.linalg.norm(gz) / np.linalg.norm(ge) < 2.0
+# No test here compares the trained-prior gradient with an exact one: on the stored-digit prior the
+# exact routes' gradients are heavy-tailed (relative SE 0.9-1.0 at 6 replicates, docs/zeroshot.md),
+# so such a test either has no power or fails by luck. The zero-shot theta-gradient itself is checked
+# against finite differences of the exact engine in tests/diffusion/test_zeroshot.py.
 
 
 @pytest.mark.slow
@@ -80,7 +64,9 @@ def test_tiny_run_end_to_end(tmp_path):
     assert np.isfinite([ho["before_mi"], ho["after_mi"], ho["gain"], ho["gain_se"]]).all()
     assert ho["before_mi"] > 0 and ho["after_mi"] > 0
     assert len(out["history"]["train_mi"]) == 2 and len(out["history"]["probe_mi"]) == 3
-    assert out["maps"]["before"].shape == (2, 8, 8) and np.all(out["maps"]["after"] >= 0)
+    assert out["maps"]["before"].shape == (2, 8, 8) and np.all(np.isfinite(out["maps"]["after"]))
+    # (single pixels may be slightly negative: the zero-shot estimator multiplies two independent
+    # particle estimates, docs/zeroshot.md §2; the totals are positive)
     lo, hi = X.SETTINGS["quick"]["width_range"]
     assert np.all((out["final"]["widths"] >= lo) & (out["final"]["widths"] <= hi))
     g = out["gradient_check"]["trained_prior_zero_shot"]["mean"]
