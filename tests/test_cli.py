@@ -3,10 +3,10 @@
 import json
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from tests._fakes import fake_train
 
 from jaxdecomp import cli, diffusion, estimate
 
@@ -42,14 +42,7 @@ def test_bad_files_give_clear_errors(tmp_path, capsys):
     assert "--model" in err and "model.json" in err and "jaxdecomp train" in err
 
 
-def _fake_train(net, x, r, config, **kw):
-    """Stands in for diffusion.train (whose compile takes a minute on CPU): no updates."""
-    if r is None:       # fresh responses from a known encoder (train(..., population=...))
-        import jax
-
-        r = jax.vmap(kw["population"].sample)(jax.random.split(jax.random.PRNGKey(0), len(x)), x)
-    diffusion.fit_response_scaling(net, np.asarray(r))
-    return SimpleNamespace(model=net, step=config.steps, losses=np.zeros((1, 2)))
+_fake_train = fake_train
 
 
 def _fake_maps(key, denoiser, population, x, **kw):

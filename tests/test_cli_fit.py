@@ -5,6 +5,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from tests._fakes import fake_train
 
 from jaxdecomp import cli, diffusion, estimate, neurons
 
@@ -20,11 +21,7 @@ def _recordings(path, n=300, repeats=2, shape=(8, 8)):
     return pop, x, r
 
 
-def _fake_train(net, x, r, config, **kw):
-    from types import SimpleNamespace
-
-    diffusion.fit_response_scaling(net, r)
-    return SimpleNamespace(model=net, step=config.steps, losses=np.zeros((1, 2)))
+_fake_train = fake_train
 
 
 def _fake_maps(key, denoiser, population, x, **kw):

@@ -16,6 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from tests._fakes import fake_train
 
 from jaxdecomp import estimate, tasks
 from jaxdecomp.diffusion.schedules import network_levels
@@ -258,17 +259,7 @@ def test_bad_input_names_the_argument(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def _fake_train(net, x, r, config, **kw):
-    """Stands in for diffusion.train (its compile takes a minute on CPU): no updates."""
-    from types import SimpleNamespace
-
-    from jaxdecomp import diffusion
-
-    if r is None:     # train --neurons draws fresh responses every step (population=...): simulate some here
-        pop = kw["population"]
-        r = jax.vmap(pop.sample)(jax.random.split(jax.random.PRNGKey(0), len(x)), jax.numpy.asarray(x))
-    diffusion.fit_response_scaling(net, r)
-    return SimpleNamespace(model=net, step=config.steps, losses=np.zeros((1, 2)))
+_fake_train = fake_train
 
 
 class _LinearNet:
