@@ -17,3 +17,13 @@ class Timer:
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.t0
+
+
+def settings(table: dict, name: str, overrides: dict) -> dict:
+    """A copy of ``table[name]`` with ``overrides`` applied; an unknown override is an error naming it."""
+    cfg = dict(table[name])
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise ValueError(f"overrides: unknown settings {sorted(unknown)}; expected some of {sorted(cfg)}")
+    cfg.update(overrides)
+    return cfg

@@ -52,6 +52,7 @@ import numpy as np
 import optax
 
 from experiments._images import train_prior
+from experiments import _cli
 from jaxdecomp import data
 from jaxdecomp import estimate as E
 from jaxdecomp.diffusion import grid_denoiser, zero_shot_denoiser
@@ -240,11 +241,7 @@ def gradient_check(key, theta, prior_net, x_train, xs, cfg, vg=None) -> dict:
 
 # ----------------------------------------------------------------------------- the experiment
 def run(full: bool = False, seed: int = 0, cache_dir="experiments/out/priors", check: bool = True, **overrides):
-    cfg = dict(SETTINGS["full" if full else "quick"])
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ValueError(f"overrides: unknown settings {sorted(unknown)}; expected some of {sorted(cfg)}")
-    cfg.update(overrides)
+    cfg = _cli.settings(SETTINGS, "full" if full else "quick", overrides)
     timings = {}
     x_all = np.asarray(data.digits(cfg["size"]), np.float32)
     perm = np.random.default_rng(seed).permutation(x_all.shape[0])

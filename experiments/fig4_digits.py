@@ -25,7 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments import _images
+from experiments import _cli, _images
 from jaxdecomp import data, neurons
 from jaxdecomp.plotting import map_figure
 
@@ -40,11 +40,7 @@ RF_SD = 0.1
 
 def run(full: bool = False, seed: int = 0, steps: int | None = None, checkpoint_dir=None, **overrides) -> dict:
     """Train, map and measure; ``overrides`` replace entries of ``SETTINGS`` (e.g. for a small test)."""
-    cfg = dict(SETTINGS["full" if full else "quick"])
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ValueError(f"overrides: unknown settings {sorted(unknown)}; expected some of {sorted(cfg)}")
-    cfg.update(overrides)
+    cfg = _cli.settings(SETTINGS, "full" if full else "quick", overrides)
     if steps is not None:
         cfg["steps"] = int(steps)
     size = cfg["size"]

@@ -64,7 +64,7 @@ import warnings
 import jax
 import numpy as np
 
-from experiments import _images
+from experiments import _cli, _images
 from jaxdecomp import estimate as E
 from jaxdecomp import tasks
 from jaxdecomp.diffusion import gmm_denoiser
@@ -208,11 +208,7 @@ def run_trained(full: bool = False, seed: int = 0, **overrides) -> dict:
     from jaxdecomp.diffusion.schedules import network_levels
     from jaxdecomp.neurons import simulate_responses
 
-    cfg = dict(TRAINED["full" if full else "quick"])
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ValueError(f"overrides: unknown settings {sorted(unknown)}; expected some of {sorted(cfg)}")
-    cfg.update(overrides)
+    cfg = _cli.settings(TRAINED, "full" if full else "quick", overrides)
     size = cfg["size"]
     k_perm, k_a, k_b, k_m = jax.random.split(jax.random.PRNGKey(seed), 4)
     x = np.asarray(data.digits(size), np.float32)
@@ -272,11 +268,7 @@ def run_zero_shot(full: bool = False, seed: int = 0, cache_dir=PRIOR_CACHE, ess_
 
     if ess_action not in ("raise", "warn", "ignore"):
         raise ValueError(f"ess_action: expected 'raise', 'warn' or 'ignore', got {ess_action!r}")
-    cfg = dict(ZERO_SHOT["full" if full else "quick"])
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ValueError(f"overrides: unknown settings {sorted(unknown)}; expected some of {sorted(cfg)}")
-    cfg.update(overrides)
+    cfg = _cli.settings(ZERO_SHOT, "full" if full else "quick", overrides)
     size, n_img = cfg["size"], cfg["n_images"]
     k_perm, k_prior, k_zs, k_m = jax.random.split(jax.random.PRNGKey(seed), 4)
     x = np.asarray(data.digits(size), np.float32)

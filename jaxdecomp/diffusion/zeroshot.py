@@ -268,12 +268,18 @@ class ZeroShotDenoiser:
         eps_u = jnp.asarray(self.prior(z, a, None)).astype(z.dtype)
         if r is None:
             return eps_u
-        r = jnp.asarray(r)
-        shift = self._shift(z, a, r) if self.method == "particles" else self._dps_shift(z, a, r)
+        return self._conditional(z, a, jnp.asarray(r), eps_u, stream=0)
+
+    def _conditional(self, z, a, r, eps_u, stream: int = 0):
+        """``eps_hat`` given ``r`` from the prior output ``eps_u`` and particle set ``stream``."""
+        if self.method == "particles":
+            shift = self._shift(z, a, r, stream)
+        else:
+            shift = self._dps_shift(z, a, r)
         g = variance_from_log_snr(a)
         return eps_u - (shift / jnp.sqrt(g)).reshape(self.shape).astype(z.dtype)
 
-    def conditional_pair(self, x_noisy, log_snr, r):
+    def conditional_pair(self, x_noisy, log_snr, r, eps_u=None):
         """Two estimates of ``eps_hat`` given ``r`` from INDEPENDENT particle sets: ``(D(x_noisy, log_snr, r),
         the same from the second set)``.
 
@@ -284,16 +290,18 @@ class ZeroShotDenoiser:
         (kept particle, unbiased for responses drawn through :meth:`posterior_sample`); the second uses
         fresh particles (self-normalised, bias O(1/K) in the mean, none from the variance). Costs twice
         the particles. With ``paired=False`` (or ``method="dps"``, which is deterministic) both are the
-        usual call."""
-        e1 = self(x_noisy, log_snr, r)
-        if self.method != "particles" or not self.paired:
-            return e1, e1
+        usual call. ``eps_u``: the prior's output at this input when the caller already has it (saves a
+        prior call; must be ``self(x_noisy, log_snr, None)``)."""
         z = self._check_inputs(x_noisy, r)
         a = jnp.asarray(log_snr, z.dtype)
-        eps_u = jnp.asarray(self.prior(z, a, None)).astype(z.dtype)
-        g = variance_from_log_snr(a)
-        shift = self._shift(z, a, jnp.asarray(r), stream=1)
-        return e1, eps_u - (shift / jnp.sqrt(g)).reshape(self.shape).astype(z.dtype)
+        if eps_u is None:
+            eps_u = self.prior(z, a, None)
+        eps_u = jnp.asarray(eps_u).astype(z.dtype)
+        r = jnp.asarray(r)
+        e1 = self._conditional(z, a, r, eps_u, stream=0)
+        if self.method != "particles" or not self.paired:
+            return e1, e1
+        return e1, self._conditional(z, a, r, eps_u, stream=1)
 
     def posterior_mean(self, x_noisy, log_snr, r=None):
         """``E[x | x_noisy(, r)]`` by Tweedie from :meth:`__call__`."""

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -423,14 +424,15 @@ def _with_score_terms(f, h):
     return f + jax.lax.stop_gradient(f - b) * h.reshape(h.shape + (1,) * (f.ndim - 2))
 
 
-def _conditional_pair(denoiser, z, a, r):
+def _conditional_pair(denoiser, z, a, r, eps_u=None):
     """``(eps_c, eps_c2)``: two conditionally independent estimates of the conditional output when the
     denoiser is itself a Monte Carlo estimate with a ``conditional_pair`` method (the zero-shot
     denoiser), so that squares are taken as products of independent estimates (unbiased for the
-    square of the mean); otherwise the one output twice."""
+    square of the mean); otherwise the one output twice. ``eps_u``: the unconditional output at
+    ``(z, a)`` when the caller has it (the zero-shot denoiser then skips its own prior call)."""
     pair = getattr(denoiser, "conditional_pair", None)
     if pair is not None:
-        return pair(z, a, r)
+        return pair(z, a, r, eps_u=eps_u)
     ec = denoiser(z, a, r)
     return ec, ec
 
@@ -456,7 +458,7 @@ def _draw(key, t, denoiser, population, x, nodes, n_samples, sampler, n_steps, l
     x_r = _draw_response_stimulus(k_post, denoiser, x, x_g, z, a, eps_u, sampler, n_steps, log_snr_end)
     # the response is a draw: no pathwise gradient through it (its law's score enters via h)
     r = jax.lax.stop_gradient(population.sample(k_resp, jax.lax.stop_gradient(x_r)))
-    eps_c, eps_c2 = _conditional_pair(denoiser, z, a, r)
+    eps_c, eps_c2 = _conditional_pair(denoiser, z, a, r, eps_u)
     return a, g, eps, x_g_full, x_r, r, eps_u, eps_c, eps_c2
 
 
@@ -551,6 +553,32 @@ def ilocal(key, denoiser, population, x, *, response_sampler: str = "posterior_s
     denoiser's share) is unbiased for exact denoisers; with trained networks see the module
     docstring (the score is the networks' Tweedie estimate; parameter gradients are incomplete).
     """
+    s = _ilocal_setup(key, denoiser, population, x, response_sampler=response_sampler, levels=levels,
+                      n_samples=n_samples, n_steps=n_steps, chunk=chunk, stimulus_shape=stimulus_shape,
+                      fisher_correction=fisher_correction)
+    return _ilocal_jit(s.key, s.denoiser, population, s.x, s.nodes, s.weights, s.g_hi, n_samples=s.n_samples,
+                       sampler=response_sampler, n_steps=s.n_steps, chunk=s.chunk, fisher_tail=s.fisher_tail,
+                       batched=s.batched, score_gradient=bool(score_gradient))
+
+
+class _Setup(NamedTuple):
+    key: Any
+    denoiser: Any
+    x: Any
+    batched: bool
+    nodes: Any
+    weights: Any
+    g_hi: float
+    fisher_tail: bool
+    n_samples: int
+    n_steps: int
+    chunk: int
+
+
+def _ilocal_setup(key, denoiser, population, x, *, response_sampler, levels, n_samples, n_steps, chunk,
+                  stimulus_shape, fisher_correction) -> _Setup:
+    """Checks and quadrature of :func:`ilocal` (shared with ``pixel_maps``): every argument checked with
+    its name, the nodes and weights (Fisher tail above the top level when the population has one)."""
     if response_sampler not in RESPONSE_SAMPLERS:
         raise ValueError(f"response_sampler: expected one of {RESPONSE_SAMPLERS}, got {response_sampler!r}")
     _check_population(population)
@@ -566,11 +594,8 @@ def ilocal(key, denoiser, population, x, *, response_sampler: str = "posterior_s
     if fisher_tail and not hasattr(population, "fisher_diag"):
         raise TypeError("population: fisher_correction=True needs population.fisher_diag; pass fisher_correction=False")
     nodes, weights = _nodes(levels, extrapolate_hi=not fisher_tail)
-    g_hi = float(np.exp(-levels.hi))
-    return _ilocal_jit(key, _as_pytree(denoiser, "denoiser"), population, x, jnp.asarray(nodes, x.dtype),
-                       jnp.asarray(weights, x.dtype), g_hi, n_samples=n_samples, sampler=response_sampler,
-                       n_steps=n_steps, chunk=chunk, fisher_tail=fisher_tail, batched=batched,
-                       score_gradient=bool(score_gradient))
+    return _Setup(key, _as_pytree(denoiser, "denoiser"), x, batched, jnp.asarray(nodes, x.dtype),
+                  jnp.asarray(weights, x.dtype), float(np.exp(-levels.hi)), fisher_tail, n_samples, n_steps, chunk)
 
 
 def kong2(key, denoiser, population, x, **kw) -> MapResult:
@@ -591,8 +616,9 @@ def _surprise_jit(key, denoiser, population, x, nodes, weights, *, n_samples, ch
             eps = jax.random.normal(k_eps, xi.shape, dtype=xi.dtype)
             z = to_variance_preserving(xi + jnp.sqrt(g) * eps, a)
             r = jax.lax.stop_gradient(population.sample(k_resp, jax.lax.stop_gradient(xi)))
-            ec, ec2 = _conditional_pair(denoiser, z, a, r)
-            f = 0.5 * ((eps - denoiser(z, a, None)) ** 2 - (eps - ec) * (eps - ec2))
+            eu = denoiser(z, a, None)
+            ec, ec2 = _conditional_pair(denoiser, z, a, r, eu)
+            f = 0.5 * ((eps - eu) ** 2 - (eps - ec) * (eps - ec2))
             h = _log_prob_surrogate(population, r, xi) if score_gradient else jnp.zeros(())
             return f, h.astype(f.dtype)
 
@@ -649,7 +675,7 @@ def _mi_jit(key, denoiser, x, r, nodes, *, form, n_noise, chunk):
         eps = jax.random.normal(jax.random.fold_in(key, t), xj.shape, dtype=xj.dtype)
         z = to_variance_preserving(xj + jnp.sqrt(variance_from_log_snr(a)) * eps, a)
         eu = denoiser(z, a, None)
-        ec, ec2 = _conditional_pair(denoiser, z, a, rj)
+        ec, ec2 = _conditional_pair(denoiser, z, a, rj, eu)
         if form == "orthogonal":
             return 0.5 * jnp.sum((ec - eu) * (ec2 - eu))
         return 0.5 * (jnp.sum((eps - eu) ** 2) - jnp.sum((eps - ec) * (eps - ec2)))

@@ -16,7 +16,7 @@ from jaxdecomp.diffusion.schedules import add_noise, truncated_logistic_sample
 from jaxdecomp.diffusion.training import (TrainConfig, batch_indices, ensemble_member, init_ensemble,
                                           log_snr_center, make_optimizer, make_train_step, train,
                                           train_ensemble, trained_model)
-from jaxdecomp.estimate._estimators import mutual_information
+from jaxdecomp.estimate._estimators import _check_count, mutual_information
 
 TRANSFORMS = ("standardize", "copula")
 MIN_PAIRS = 10            # fewer pairs than this cannot train a denoiser and hold out pairs for an SE
@@ -113,12 +113,6 @@ def _zero(notes, info, why):
 
 
 # ------------------------------------------------------------------ training with a validation split
-def _check_count(name: str, v, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {v!r}")
-    return int(v)
-
-
 def _validation_draws(key, xv: np.ndarray, cv: np.ndarray, config: TrainConfig, loc: float, draws: int):
     """FIXED noise draws for the validation loss (the same at every evaluation, so the curve compares
     weights, not draws): ``draws`` (log-SNR from the training density, eps) per validation pair."""

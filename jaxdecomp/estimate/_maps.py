@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdecomp._checks import check_key
 from jaxdecomp.diffusion.schedules import network_levels
 from jaxdecomp.estimate import _estimators as _est
 
@@ -48,23 +47,13 @@ def pixel_maps(key, denoiser, population, x, *, n_levels=32, n_samples=16, n_ste
     """
     if not callable(getattr(population, "fisher_diag", None)):
         raise TypeError(f"population: expected an encoder with fisher_diag(x), got {type(population).__name__}")
-    if response_sampler not in _est.RESPONSE_SAMPLERS:
-        raise ValueError(f"response_sampler: expected one of {_est.RESPONSE_SAMPLERS}, got {response_sampler!r}")
-    _est._check_population(population)
-    key = check_key(key)
-    n_samples = _est._check_count("n_samples", n_samples, 2)
-    n_steps = _est._check_count("n_steps", n_steps)
-    levels = _est._check_levels(network_levels(n_levels))
-    shape = _est._stimulus_shape(denoiser, x, None)
-    xj, batched = _est._check_x(x, shape)
+    st = _est._ilocal_setup(key, denoiser, population, x, response_sampler=response_sampler,
+                            levels=network_levels(n_levels), n_samples=n_samples, n_steps=n_steps, chunk=2048,
+                            stimulus_shape=None, fisher_correction=True)
+    key, den, xj, batched, nodes, weights, g_hi, fisher_tail = st[:8]
+    n_samples, n_steps = st.n_samples, st.n_steps
     if not batched:
         xj = xj[None]
-    _est._check_population_matches(population, denoiser)
-    fisher_tail = bool(levels.tails)
-    nodes, weights = _est._nodes(levels, extrapolate_hi=not fisher_tail)
-    g_hi = float(np.exp(-levels.hi))
-    den = _est._as_pytree(denoiser, "denoiser")
-    nodes, weights = jnp.asarray(nodes, xj.dtype), jnp.asarray(weights, xj.dtype)
     B = int(xj.shape[0])
     keys = jax.random.split(key, B) if batched else key[None]
     show = (B >= PROGRESS_MIN_IMAGES) if progress is None else bool(progress)

@@ -249,7 +249,7 @@ def test_crossed_se_is_calibrated():
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3", None])
 def test_bad_ensemble(bad):
     x = np.random.default_rng(6).normal(size=(50, 1))
-    with pytest.raises(ValueError, match="ensemble"):
+    with pytest.raises((TypeError, ValueError), match="ensemble"):
         estimate(x, x, ensemble=bad)
 
 
