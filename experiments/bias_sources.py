@@ -42,12 +42,20 @@ from jaxdecomp.plotting import save
 N_TRAIN, N_HELD, N_STIM = 10_000, 2_000, 20
 
 
-def make_task():
-    rng = np.random.default_rng(5)
-    d, K, n = 5, 3, 4
+def make_task(dim: int = 5):
+    """``dim = 5``: 3 components (the default); ``dim = 8``: the 4-component mixture of
+    ``trained_vs_exact.case_gmm``. Both with 4 linear-Gaussian neurons, noise SD 0.5."""
+    if dim == 8:
+        rng = np.random.default_rng(3)
+        d, K, n = 8, 4, 4
+    elif dim == 5:
+        rng = np.random.default_rng(5)
+        d, K, n = 5, 3, 4
+    else:
+        raise ValueError(f"dim: expected 5 or 8, got {dim}")
     return tasks.gaussian_mixture(np.full(K, 1 / K), rng.normal(size=(K, d)) * 1.2,
                                   rng.uniform(0.2, 0.5, size=(K, d)), rng.normal(size=(n, d)) * 0.6, 0.5,
-                                  name="gmm_d5_3_linear_gaussian")
+                                  name=f"gmm_d{d}_{K}_linear_gaussian")
 
 
 def heldout_loss(model, x, r, cfg, key, loc, n_rep=4):
@@ -113,10 +121,15 @@ def main(argv=None):
     p.add_argument("--n-samples", type=int, default=64, help="ilocal draws per level (default 64)")
     p.add_argument("--n-steps", type=int, default=32, help="reverse-diffusion steps per posterior sample (32)")
     p.add_argument("--quick", action="store_true", help="300 steps, 16 draws: a smoke run, not the claim")
+    p.add_argument("--dim", type=int, default=5, choices=(5, 8), help="the mixture's dimension (5 or 8)")
+    p.add_argument("--arms", default="fixed,fresh", help="comma-separated arms to run (default fixed,fresh)")
     args = p.parse_args(argv)
+    arms = tuple(a for a in args.arms.split(",") if a)
+    if not arms or set(arms) - {"fixed", "fresh"}:
+        p.error(f"--arms: expected a comma-separated subset of fixed,fresh, got {args.arms!r}")
     steps, n_samples = (300, 16) if args.quick else (args.steps, args.n_samples)
     t_all = time.perf_counter()
-    task = make_task()
+    task = make_task(args.dim)
     x_all, r_all = task.sample(jax.random.PRNGKey(100), N_TRAIN + N_HELD)
     x_all, r_all = np.asarray(x_all, np.float32), np.asarray(r_all, np.float32)
     x, r = x_all[:N_TRAIN], r_all[:N_TRAIN]
@@ -132,7 +145,7 @@ def main(argv=None):
           flush=True)
     rows = []
     for seed in range(args.seeds):
-        for arm in ("fixed", "fresh"):
+        for arm in arms:
             row = run_arm(arm, task, x, r, held, truth, steps, seed, n_samples, args.n_steps)
             rows.append(row)
             print(f"{arm:5s} seed {seed}: {steps} steps in {row['train_seconds']:.0f} s; loss train-pairs "
@@ -145,7 +158,7 @@ def main(argv=None):
                   f"{100 * row['ilocal_coverage_2se']:.0f}% ({row['ilocal_seconds']:.0f} s)", flush=True)
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     t = truth["ilocal"]
-    for row, c in zip(rows, ["C3", "C0"] * args.seeds):
+    for row, c in zip(rows, [{"fixed": "C3", "fresh": "C0"}[a] for a in arms] * args.seeds):
         ax.errorbar(t, row["ilocal"], yerr=2 * np.asarray(row["ilocal_se"]), fmt="o", ms=3, color=c, alpha=0.8,
                     label=f"{row['arm']} (seed {row['seed']}): median {100 * row['ilocal_median_relative_error']:+.0f}%")
     lim = [0, 1.1 * max(t.max(), max(max(r_["ilocal"]) for r_ in rows))]
@@ -165,7 +178,7 @@ def main(argv=None):
                             ilocal_median_relative_error="median over the 20 stimuli of est / truth - 1 (signed)",
                             ilocal_coverage_2se="fraction of stimuli with |est - truth| <= 2 hypot(SE_est, SE_truth)",
                             mi_gap_relative_error="gap-form MI on held-out pairs / exact MI - 1"))
-    png, js = save(fig, data, args.out, "bias_sources")
+    png, js = save(fig, data, args.out, "bias_sources" if args.dim == 5 else f"bias_sources_d{args.dim}")
     print(f"wrote {png} and {js} ({data['seconds']:.0f} s)")
 
 

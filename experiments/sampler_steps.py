@@ -21,8 +21,8 @@ the stimuli, with its SE across stimuli. Writes ``sampler_steps.json`` / ``.png`
 from __future__ import annotations
 
 import argparse
-import functools
 import time
+from typing import Any
 
 import jax
 import matplotlib.pyplot as plt
@@ -31,8 +31,9 @@ import numpy as np
 from experiments import trained_vs_exact as T
 from jaxdecomp import estimate as E
 from jaxdecomp import tasks
+from flax import struct
+
 from jaxdecomp.diffusion import sampling
-from jaxdecomp.estimate import _estimators
 from jaxdecomp.plotting import save
 
 SETTINGS = {
@@ -53,9 +54,20 @@ def task_gmm16():
     return "gmm16", task.denoiser, task.encoder, np.asarray(task.sample_prior(jax.random.PRNGKey(3), 20))
 
 
-def _with_grid(grid):
-    """The estimator's reverse-diffusion call with another step grid (the estimators take the default)."""
-    return functools.partial(sampling.reverse_diffusion, grid=grid)
+@struct.dataclass
+class ReverseDiffusionSampled:
+    """The exact denoiser ``den`` whose ``posterior_sample`` is reverse diffusion (``n_steps`` steps on
+    ``grid``) with that same denoiser: what the estimator does for a denoiser without an exact sampler."""
+    den: Any
+    n_steps: int = struct.field(pytree_node=False)
+    grid: str = struct.field(pytree_node=False)
+    shape: tuple = struct.field(pytree_node=False)
+
+    def __call__(self, x_noisy, log_snr, r=None):
+        return self.den(x_noisy, log_snr, r)
+
+    def posterior_sample(self, key, x_noisy, log_snr, r=None):
+        return sampling.reverse_diffusion(key, self.den, x_noisy, log_snr, r, n_steps=self.n_steps, grid=self.grid)
 
 
 def run(quick: bool = False) -> dict:
@@ -67,24 +79,17 @@ def run(quick: bool = False) -> dict:
         key = jax.random.PRNGKey(200)
         kw = dict(n_samples=cfg["n_samples"], chunk=2048)
         ref = np.asarray(E.ilocal(key, den, pop, xs, **kw).total)
-        plain = jax.tree_util.Partial(lambda z, a, r, _d=den: _d(z, a, r))
-        original = _estimators.reverse_diffusion
-        try:
-            for grid in sampling.GRIDS:
-                for n_steps in cfg["steps"]:
-                    jax.clear_caches()          # the patched sampler must be retraced
-                    _estimators.reverse_diffusion = _with_grid(grid)
-                    t0 = time.perf_counter()
-                    v = np.asarray(E.ilocal(key, plain, pop, xs, n_steps=n_steps, stimulus_shape=xs.shape[1:], **kw).total)
-                    rel = v / ref - 1
-                    row = dict(task=name, grid=grid, n_steps=n_steps, mean_relative=float(rel.mean()),
-                               se=float(rel.std(ddof=1) / np.sqrt(len(rel))), seconds=time.perf_counter() - t0)
-                    out.append(row)
-                    print(f"{name} {grid:8s} {n_steps:3d} steps: {100 * row['mean_relative']:+6.2f} "
-                          f"± {100 * row['se']:.2f}% vs the exact sampler", flush=True)
-        finally:
-            _estimators.reverse_diffusion = original
-            jax.clear_caches()
+        for grid in sampling.GRIDS:
+            for n_steps in cfg["steps"]:
+                sampled = ReverseDiffusionSampled(den, n_steps, grid, tuple(xs.shape[1:]))
+                t0 = time.perf_counter()
+                v = np.asarray(E.ilocal(key, sampled, pop, xs, **kw).total)
+                rel = v / ref - 1
+                row = dict(task=name, grid=grid, n_steps=n_steps, mean_relative=float(rel.mean()),
+                           se=float(rel.std(ddof=1) / np.sqrt(len(rel))), seconds=time.perf_counter() - t0)
+                out.append(row)
+                print(f"{name} {grid:8s} {n_steps:3d} steps: {100 * row['mean_relative']:+6.2f} "
+                      f"± {100 * row['se']:.2f}% vs the exact sampler", flush=True)
     return dict(settings=dict(cfg), rows=out)
 
 
