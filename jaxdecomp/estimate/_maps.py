@@ -50,12 +50,11 @@ def pixel_maps(key, denoiser, population, x, *, n_levels=32, n_samples=16, n_ste
     st = _est._ilocal_setup(key, denoiser, population, x, response_sampler=response_sampler,
                             levels=network_levels(n_levels), n_samples=n_samples, n_steps=n_steps, chunk=2048,
                             stimulus_shape=None, fisher_correction=True)
-    key, den, xj, batched, nodes, weights, g_hi, fisher_tail = st[:8]
-    n_samples, n_steps = st.n_samples, st.n_steps
+    xj, batched = st.x, st.batched
     if not batched:
         xj = xj[None]
     B = int(xj.shape[0])
-    keys = jax.random.split(key, B) if batched else key[None]
+    keys = jax.random.split(st.key, B) if batched else st.key[None]
     show = (B >= PROGRESS_MIN_IMAGES) if progress is None else bool(progress)
     from tqdm.auto import tqdm
 
@@ -65,12 +64,12 @@ def pixel_maps(key, denoiser, population, x, *, n_levels=32, n_samples=16, n_ste
     try:
         for i in range(B):
             if i == 0 and log is not None:
-                log(f"compiling the I_local estimator ({len(nodes)} levels x {n_samples} draws"
-                    f"{f' x {n_steps} reverse-diffusion steps' if response_sampler == 'posterior_sample' else ''}"
+                log(f"compiling the I_local estimator ({len(st.nodes)} levels x {st.n_samples} draws"
+                    f"{f' x {st.n_steps} reverse-diffusion steps' if response_sampler == 'posterior_sample' else ''}"
                     f"; the first image includes the compile)")
-            res, pix = _est._ilocal_jit(keys[i], den, population, xj[i], nodes, weights, g_hi, n_samples=n_samples,
-                                        sampler=response_sampler, n_steps=n_steps, chunk=2048,
-                                        fisher_tail=fisher_tail, batched=False, score_gradient=False,
+            res, pix = _est._ilocal_jit(keys[i], st.denoiser, population, xj[i], st.nodes, st.weights, st.g_hi,
+                                        n_samples=st.n_samples, sampler=response_sampler, n_steps=st.n_steps,
+                                        chunk=st.chunk, fisher_tail=st.fisher_tail, batched=False, score_gradient=False,
                                         pixel_se=True)
             out.append([np.asarray(v) for v in (*res, pix)])
             if i == 0 and log is not None:
