@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
 
+from experiments import trained_vs_exact as T
 from jaxdecomp import estimate as E
 from jaxdecomp import tasks
 from jaxdecomp.diffusion import MLPDenoiser, TrainConfig, train
@@ -46,13 +47,11 @@ def make_task(dim: int = 5):
     """``dim = 5``: 3 components (the default); ``dim = 8``: the 4-component mixture of
     ``trained_vs_exact.case_gmm``. Both with 4 linear-Gaussian neurons, noise SD 0.5."""
     if dim == 8:
-        rng = np.random.default_rng(3)
-        d, K, n = 8, 4, 4
-    elif dim == 5:
-        rng = np.random.default_rng(5)
-        d, K, n = 5, 3, 4
-    else:
+        return T.gmm_task()
+    if dim != 5:
         raise ValueError(f"dim: expected 5 or 8, got {dim}")
+    rng = np.random.default_rng(5)
+    d, K, n = 5, 3, 4
     return tasks.gaussian_mixture(np.full(K, 1 / K), rng.normal(size=(K, d)) * 1.2,
                                   rng.uniform(0.2, 0.5, size=(K, d)), rng.normal(size=(n, d)) * 0.6, 0.5,
                                   name=f"gmm_d{d}_{K}_linear_gaussian")

@@ -43,8 +43,8 @@ SETTINGS = {
 
 
 def task_gmm8():
-    case = T.case_gmm(jax.random.PRNGKey(100))
-    return "gmm8", case["denoiser"], case["population"], np.asarray(case["stimuli"])
+    task = T.gmm_task()     # trained_vs_exact.case_gmm's task and stimuli, without its truth run
+    return "gmm8", task.denoiser, task.encoder, T.gmm_stimuli(task, jax.random.PRNGKey(100))
 
 
 def task_gmm16():

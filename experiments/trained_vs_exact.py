@@ -29,12 +29,23 @@ from jaxdecomp.plotting import save
 N_TRAIN, N_TEST, N_STIM = 10_000, 2_000, 20
 
 
-def case_gmm(key):
+def gmm_task():
+    """The 8-D, 4-component Gaussian mixture with 4 linear-Gaussian neurons (noise SD 0.5)."""
     rng = np.random.default_rng(3)
     d, K = 8, 4
-    task = tasks.gaussian_mixture(np.full(K, 1 / K), rng.normal(size=(K, d)) * 1.2,
+    return tasks.gaussian_mixture(np.full(K, 1 / K), rng.normal(size=(K, d)) * 1.2,
                                   rng.uniform(0.2, 0.5, size=(K, d)), rng.normal(size=(4, d)) * 0.6, 0.5,
                                   name="gmm_d8_4_linear_gaussian")
+
+
+def gmm_stimuli(task, key):
+    """``case_gmm``'s held-out stimuli for ``key``, without the truth computation."""
+    kx, _ = jax.random.split(key)
+    return np.asarray(task.sample_prior(kx, N_TRAIN + N_TEST)[N_TRAIN:N_TRAIN + N_STIM])
+
+
+def case_gmm(key):
+    task = gmm_task()
     kx, kr = jax.random.split(key)
     x = task.sample_prior(kx, N_TRAIN + N_TEST)
     r = jax.vmap(task.encoder.sample)(jax.random.split(kr, x.shape[0]), x)
