@@ -14,11 +14,13 @@ from typing import Any, NamedTuple, Optional, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = Any  #: a jax.Array, numpy array or anything ``jnp.asarray`` accepts
 Key = Any  #: a JAX PRNG key (``jax.random.PRNGKey(0)`` or ``jax.random.key(0)``)
 
-__all__ = ["Array", "Key", "Encoder", "Denoiser", "Estimate", "MapResult", "rate_jacobian_fisher"]
+__all__ = ["Array", "Key", "Encoder", "Denoiser", "Estimate", "MapResult", "StaticCallable", "as_pytree_callable",
+           "rate_jacobian_fisher"]
 
 
 # ----------------------------------------------------------------------------- results
@@ -157,3 +159,59 @@ class Encoder(abc.ABC):
         when the response law of each neuron depends on ``x`` only through ``f_n(x)``; then
         :meth:`fisher` comes from the rate Jacobian (:func:`rate_jacobian_fisher`)."""
         raise NotImplementedError(f"fisher_weights: not defined by {type(self).__name__}")
+
+
+# ----------------------------------------------------------------------------- plain callables under jit
+@jax.tree_util.register_static
+class StaticCallable:
+    """A plain Python callable (not a pytree of arrays) made a static argument of ``jit``, with its
+    attributes forwarded: ``shape``, an exact ``posterior_sample`` and any other method of the wrapped
+    object stay visible to the estimators (``jax.tree_util.Partial`` hid them). ``func`` is the wrapped
+    object; two wrappers of the same object are equal, so ``jit`` compiles once per object."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func):
+        object.__setattr__(self, "func", func)
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if name == "func":
+            raise AttributeError(name)
+        return getattr(self.func, name)
+
+    def __eq__(self, other):
+        if not isinstance(other, StaticCallable):
+            return False
+        if other.func is self.func:
+            return True
+        try:
+            return bool(other.func == self.func)
+        except Exception:          # noqa: BLE001  (an == that returns arrays, or raises)
+            return False
+
+    def __hash__(self):
+        try:
+            return hash(self.func)
+        except TypeError:          # an unhashable callable object: identity
+            return id(self.func)
+
+    def __repr__(self):
+        return f"StaticCallable({self.func!r})"
+
+
+def _array_leaf(leaf) -> bool:
+    return isinstance(leaf, (jax.Array, np.ndarray, np.generic, float, int, bool, complex))
+
+
+def as_pytree_callable(fn):
+    """Pass pytrees of arrays (analytic denoisers, NNX modules, populations) as they are; wrap anything
+    else in :class:`StaticCallable` (static under ``jit``: it cannot carry traced parameters)."""
+    if isinstance(fn, StaticCallable):
+        return fn
+    leaves = jax.tree_util.tree_leaves(fn)
+    if leaves and all(_array_leaf(l) for l in leaves):
+        return fn
+    return StaticCallable(fn)

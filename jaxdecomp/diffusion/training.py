@@ -296,6 +296,19 @@ def _check_population(population, name: str = "population") -> None:
                         f"got {type(population).__name__}")
 
 
+def _check_fresh(model, r, population) -> None:
+    """``population`` (fresh responses every step) against ``r`` and the model's conditioning."""
+    if population is None:
+        return
+    _check_population(population)
+    if r is not None:
+        raise ValueError("population, r: pass one of them (population draws fresh responses every step; r is "
+                         "a fixed set of paired responses)")
+    if model.n_neurons is None:
+        raise ValueError("population: the model is unconditional (n_neurons=None); build it with n_neurons "
+                         "to train on responses drawn from a population")
+
+
 def _population_responses(model, population, x, key) -> np.ndarray:
     """Pilot responses ``(m, n_neurons)`` float32 to up to :data:`PILOT_RESPONSES` evenly spaced
     stimuli of ``x``: they set the network's response standardisation when ``train`` draws the
@@ -928,14 +941,7 @@ def train(model: nnx.Module, x, r=None, config: TrainConfig = TrainConfig(), *, 
     _check_config(config)
     _check_model(model)
     x, r = _check_data(model, x, r)
-    if population is not None:
-        _check_population(population)
-        if r is not None:
-            raise ValueError("population, r: pass one of them (population draws fresh responses every step; r is "
-                             "a fixed set of paired responses)")
-        if model.n_neurons is None:
-            raise ValueError("population: the model is unconditional (n_neurons=None); build it with n_neurons "
-                             "to train on responses drawn from a population")
+    _check_fresh(model, r, population)
     _check_resume_args(resume, overwrite, checkpoint_dir)
     if key is None:
         key = jax.random.PRNGKey(config.seed)
@@ -944,7 +950,8 @@ def train(model: nnx.Module, x, r=None, config: TrainConfig = TrainConfig(), *, 
 
 
 def train_ensemble(models: Sequence[nnx.Module], x, r=None, config: TrainConfig = TrainConfig(), *, keys=None,
-                   checkpoint_dir=None, resume: str = "auto", overwrite: bool = False) -> list[TrainResult]:
+                   checkpoint_dir=None, resume: str = "auto", overwrite: bool = False,
+                   population=None) -> list[TrainResult]:
     """Train ``E = len(models)`` networks of one architecture in one program (a ``jax.vmap``
     of :func:`make_train_step`); returns one :class:`TrainResult` per member.
 
@@ -955,7 +962,8 @@ def train_ensemble(models: Sequence[nnx.Module], x, r=None, config: TrainConfig 
     (``checkpoint_dir``) hold the stacked state and resume like :func:`train`'s (same
     ``resume`` / ``overwrite`` choices and run fingerprint, plus the number of members and
     all ``E`` keys); the loss log has one column per member. Use the members' spread as
-    network variability.
+    network variability. ``population``: a known encoder, as in :func:`train` (``r=None``;
+    every member draws its own fresh responses each step, from its own key).
     """
     _check_config(config)
     models = list(models)
@@ -964,6 +972,7 @@ def train_ensemble(models: Sequence[nnx.Module], x, r=None, config: TrainConfig 
     for i, m in enumerate(models):
         _check_model(m, f"models[{i}]")
     x, r = _check_data(models[0], x, r)
+    _check_fresh(models[0], r, population)
     if keys is None:
         base = jax.random.PRNGKey(config.seed)
         keys = [jax.random.fold_in(base, i) for i in range(len(models))]
@@ -971,4 +980,5 @@ def train_ensemble(models: Sequence[nnx.Module], x, r=None, config: TrainConfig 
     if len(keys) != len(models):
         raise ValueError(f"keys: expected one key per model ({len(models)}), got {len(keys)}")
     _check_resume_args(resume, overwrite, checkpoint_dir)
-    return _fit(models, x, r, config, keys, checkpoint_dir, None, ensemble=True, resume=resume, overwrite=overwrite)
+    return _fit(models, x, r, config, keys, checkpoint_dir, None, ensemble=True, resume=resume, overwrite=overwrite,
+                population=population)

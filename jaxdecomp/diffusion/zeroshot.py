@@ -68,6 +68,7 @@ import numpy as np
 from flax import struct
 
 from jaxdecomp._checks import check_key, is_concrete
+from jaxdecomp._interfaces import as_pytree_callable
 from jaxdecomp.diffusion.analytic import GridDenoiser
 from jaxdecomp.diffusion.sampling import reverse_diffusion
 from jaxdecomp.diffusion.schedules import (
@@ -130,7 +131,7 @@ class ZeroShotDenoiser:
     seed ``key`` are leaves, so ``jax.grad`` reaches the encoder's parameters.
     """
 
-    prior: Any                  # unconditional denoiser (a pytree of arrays, or a Partial of a function)
+    prior: Any                  # unconditional denoiser (a pytree of arrays, or a StaticCallable)
     encoder: Any                # p(r | x): log_prob(r, x), sample(key, x) for ONE stimulus of `shape`
     key: Array                  # the seed of the per-call keys (module docstring)
     n_particles: int = struct.field(pytree_node=False, default=256)
@@ -421,18 +422,8 @@ def _grid_draws(prior, key, z, a, n):
 
 # ----------------------------------------------------------------------------- factory
 def _prior_sampler(prior):
-    """The prior's exact ``posterior_sample`` (also through a ``Partial`` wrapper)."""
-    fn = getattr(prior, "posterior_sample", None)
-    return fn if fn is not None else prior.func.posterior_sample
-
-
-def _as_pytree_callable(fn):
-    """Keep a pytree of arrays (analytic denoisers, NNX modules) as it is; wrap a plain function so that
-    it is static under ``jit`` (it then cannot carry traced parameters)."""
-    leaves = jax.tree_util.tree_leaves(fn)
-    if leaves and all(isinstance(l, (jax.Array, np.ndarray, np.generic, float, int)) for l in leaves):
-        return fn
-    return jax.tree_util.Partial(fn)
+    """The prior's exact ``posterior_sample`` (forwarded by a :class:`~jaxdecomp._interfaces.StaticCallable`)."""
+    return prior.posterior_sample
 
 
 def zero_shot_denoiser(prior, encoder, *, key, n_particles: int = 256, method: str = "particles",
@@ -492,6 +483,6 @@ def zero_shot_denoiser(prior, encoder, *, key, n_particles: int = 256, method: s
     if tuple(out.shape) != shape:
         raise ValueError(f"prior: returned shape {tuple(out.shape)} for a stimulus of shape {shape}")
     exact = callable(getattr(prior, "posterior_sample", None))
-    return ZeroShotDenoiser(_as_pytree_callable(prior), encoder, key, n_particles=int(n_particles),
+    return ZeroShotDenoiser(as_pytree_callable(prior), encoder, key, n_particles=int(n_particles),
                             method=method, n_steps=int(n_steps), log_snr_end=float(log_snr_end),
                             exact_prior=exact, shape=shape, paired=bool(paired))

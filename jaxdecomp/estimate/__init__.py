@@ -14,6 +14,7 @@ from jaxdecomp.estimate._estimators import (
     small_noise_tail,
     specific_surprise,
 )
+from jaxdecomp.estimate._ensemble import EnsembleMapResult, over_ensemble
 from jaxdecomp.estimate._dataset import StoreLocked, StoreMismatch, decompose_dataset, load_dataset_maps
 from jaxdecomp.estimate._fit import estimate
 from jaxdecomp.estimate._maps import pixel_maps
@@ -22,6 +23,7 @@ from jaxdecomp.estimate._tensor import TensorResult, ilocal_tensor
 __all__ = [
     "RESPONSE_SAMPLERS",
     "Estimate",
+    "EnsembleMapResult",
     "StoreLocked",
     "StoreMismatch",
     "decompose_dataset",
@@ -33,6 +35,7 @@ __all__ = [
     "TensorResult",
     "kong2",
     "mutual_information",
+    "over_ensemble",
     "pixel_maps",
     "small_noise_tail",
     "specific_surprise",

@@ -80,7 +80,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdecomp._checks import check_key
-from jaxdecomp._interfaces import Estimate, MapResult
+from jaxdecomp._interfaces import Estimate, MapResult, as_pytree_callable
 from jaxdecomp.diffusion.sampling import reverse_diffusion
 from jaxdecomp.diffusion.schedules import Levels, check_levels, levels as make_levels, to_variance_preserving, variance_from_log_snr
 
@@ -89,19 +89,13 @@ RESPONSE_SAMPLERS = ("posterior_mean", "posterior_sample", "clean")
 
 
 # ------------------------------------------------------------------ helpers
-def _is_array_leaf(leaf) -> bool:
-    return isinstance(leaf, (jax.Array, np.ndarray, np.generic, float, int, bool, complex))
-
-
 def _as_pytree(fn, name: str):
     """Pass pytrees of arrays (analytic denoisers, NNX modules, populations) as they are; wrap
-    plain Python callables so ``jit`` treats them as static."""
+    plain Python callables so ``jit`` treats them as static, their attributes (``posterior_sample``,
+    ``shape``) still visible (:func:`jaxdecomp._interfaces.as_pytree_callable`)."""
     if not callable(fn) and not hasattr(fn, "sample"):
         raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
-    leaves = jax.tree_util.tree_leaves(fn)
-    if leaves and all(_is_array_leaf(l) for l in leaves):
-        return fn
-    return jax.tree_util.Partial(fn)
+    return as_pytree_callable(fn)
 
 
 def _stimulus_shape(denoiser, x, stimulus_shape):

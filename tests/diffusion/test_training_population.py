@@ -11,7 +11,7 @@ from jaxdecomp import neurons
 from jaxdecomp.diffusion import checkpoint as ckpt
 from jaxdecomp.diffusion.networks import MLPDenoiser
 from jaxdecomp.diffusion.training import (RESPONSE_KEY_TAG, TrainConfig, init_train_state, make_train_step,
-                                          train)
+                                          train, train_ensemble)
 
 
 def _setup(n=64, d=2):
@@ -83,3 +83,20 @@ def test_population_bad_input_names_the_argument():
     three = neurons.gaussian_population(neurons.linear(np.ones((3, 2))), 0.5)
     with pytest.raises(ValueError, match="population: draws responses of shape"):
         train(net, x, config=cfg, population=three)
+
+
+def test_train_ensemble_with_population_matches_train_for_member_zero():
+    """``train_ensemble(population=...)``: member 0 is ``train(models[0], key=keys[0], population=...)`` (the
+    pilot draw that sets the response scaling comes from keys[0]); the members draw different responses."""
+    x, pop, net = _setup()
+    other = MLPDenoiser((2,), n_neurons=2, hidden=16, depth=1, rngs=nnx.Rngs(1))
+    cfg = TrainConfig(steps=5, batch_size=16, progress=False, log_every=1)
+    keys = [jax.random.PRNGKey(0), jax.random.PRNGKey(1)]
+    ens = train_ensemble([net, other], x, config=cfg, keys=keys, population=pop)
+    one = train(net, x, config=cfg, key=keys[0], population=pop)
+    np.testing.assert_allclose(ens[0].losses, one.losses, rtol=1e-4)
+    assert not np.allclose(ens[0].losses[:, 1], ens[1].losses[:, 1])
+    with pytest.raises(ValueError, match="population, r"):
+        train_ensemble([net, other], x, np.zeros((len(x), 2), np.float32), cfg, population=pop)
+    with pytest.raises(TypeError, match="population"):
+        train_ensemble([net, other], x, config=cfg, population=object())
