@@ -100,6 +100,22 @@ def check_shape(shape, *, ndim: int | None = None, minimum: int = 1, name: str =
     return tuple(out)
 
 
+RESUME_MODES = ("auto", "must", "never")
+
+
+def check_resume(resume, overwrite, what: str) -> None:
+    """``resume`` (one of :data:`RESUME_MODES`) and ``overwrite`` (a bool) of a resumable run; ``what``
+    names the saved work (``"checkpoints"``, ``"maps"``) in the message for ``resume='must'`` with
+    ``overwrite=True``."""
+    if not isinstance(resume, str) or resume not in RESUME_MODES:
+        raise ValueError(f"resume: expected one of {RESUME_MODES}, got {resume!r}")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite: expected a bool, got {type(overwrite).__name__}")
+    if resume == "must" and overwrite:
+        raise ValueError(f"resume, overwrite: resume='must' continues the {what} that overwrite=True would "
+                         f"delete; pass one of them")
+
+
 def check_key(key, name: str = "key"):
     """Accept a typed PRNG key (``jax.random.key``) or a raw ``(2,) uint32`` key."""
     if isinstance(key, jax.Array) or isinstance(key, np.ndarray):

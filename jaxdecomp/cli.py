@@ -194,10 +194,13 @@ def _verdict(*, steps=None, final_loss=None, heldout_loss=None, heldout_loss_se=
 
 # --------------------------------------------------------------------------- demo
 def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = None, resume: bool = False,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, fresh: bool = True) -> dict:
     """The main job (see the module docstring). Returns the results dict it writes.
 
-    ``resume`` / ``overwrite``: the ``--resume`` / ``--overwrite`` flags (see the module docstring)."""
+    ``resume`` / ``overwrite``: the ``--resume`` / ``--overwrite`` flags (see the module docstring).
+    ``fresh`` (default; ``--fixed-responses`` turns it off): the LNP population is known, so every
+    training step draws new responses for its batch (no fixed pairs to memorise); ``fresh=False``
+    trains on ``copies`` fixed simulated responses per digit, the former behaviour."""
     import jax
 
     from jaxdecomp import data, estimate, neurons
@@ -221,14 +224,18 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     x_test, x_train = x[perm[:n_test]], x[perm[n_test:]]
     _log(f"jaxdecomp demo: {x.shape[0]} bundled digits at {size}x{size}, 49 LNP Poisson neurons "
          f"({'quick' if quick else 'default'} settings)")
-    xs, rs = neurons.simulate_responses(k_resp, pop, x_train, cfg["copies"])
+    if fresh:
+        xs, rs, what = x_train, None, f"{x_train.shape[0]} digits with fresh responses every step"
+    else:
+        xs, rs = neurons.simulate_responses(k_resp, pop, x_train, cfg["copies"])
+        what = f"{xs.shape[0]} fixed pairs ({cfg['copies']} responses per digit)"
     net = build_denoiser(denoiser_spec((size, size), 49, cfg["channels"]), seed)
-    _log(f"training a UNet denoiser (channels {cfg['channels']}) for {cfg['steps']} steps on {xs.shape[0]} pairs "
+    _log(f"training a UNet denoiser (channels {cfg['channels']}) for {cfg['steps']} steps on {what} "
          f"(compiling the training step first)")
     t0 = time.perf_counter()
     res = train(net, xs, rs, TrainConfig(steps=cfg["steps"], batch_size=cfg["batch"], warmup_steps=100,
                                          checkpoint_every=max(cfg["steps"] // 4, 1)),
-                checkpoint_dir=out / "checkpoints", key=k_train, **mode)
+                checkpoint_dir=out / "checkpoints", key=k_train, **mode, **(dict(population=pop) if fresh else {}))
     t_train = time.perf_counter() - t0
     model = res.model
     # population MI on held-out pairs the network never saw
@@ -265,9 +272,11 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     fig = _maps_figure(x_test[:p], maps, p, verdict)
     results = dict(
         verdict=verdict, diagnostics=diagnostics, fields=FIELDS,
-        settings=dict(cfg, seed=seed, quick=bool(quick), population="lnp 7x7 Gaussian RFs, Poisson",
+        settings=dict(cfg, seed=seed, quick=bool(quick), fresh_responses=bool(fresh),
+                      population="lnp 7x7 Gaussian RFs, Poisson",
                       response_sampler="posterior_sample (reverse diffusion)"),
-        training=dict(steps=res.step, pairs=int(xs.shape[0]), seconds=t_train, final_loss=float(res.losses[-1, 1])),
+        training=dict(steps=res.step, pairs="fresh" if fresh else int(xs.shape[0]), stimuli=int(x_train.shape[0]),
+                      seconds=t_train, final_loss=float(res.losses[-1, 1])),
         mutual_information=dict(orthogonal=float(mi_o.value), orthogonal_se=float(mi_o.stderr),
                                 gap=float(mi_g.value), gap_se=float(mi_g.stderr), heldout_pairs=int(len(x_mi))),
         completeness=dict(mean_ilocal=mean_il, mean_ilocal_se=se_il, n_digits=int(len(tot)),
@@ -327,7 +336,7 @@ def run_train(data_path, out, *, neurons_name: str | None = None, x_key: str = "
     """
     import jax
 
-    from jaxdecomp import data, neurons
+    from jaxdecomp import neurons
     from jaxdecomp.diffusion import TrainConfig, build_denoiser, denoiser_spec, save_model, train
 
     mode = _resume_mode(resume, overwrite)
@@ -607,6 +616,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a smaller run (about 2 minutes on a 2-core CPU)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--steps", type=int, default=None, help="training steps (default: 2000; 800 with --quick)")
+    d.add_argument("--fixed-responses", action="store_true",
+                   help="train on 4 (2 with --quick) fixed simulated responses per digit, the former behaviour; by "
+                        "default every step draws fresh responses from the known LNP population")
     _resume_flags(d)
     t = sub.add_parser("train", help="train a denoiser on your own images (.npz)",
                        description="Train a response-conditioned UNet denoiser on images stored in an .npz file "
@@ -688,7 +700,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "demo":
             run_demo(args.out, quick=args.quick, seed=args.seed, steps=args.steps, resume=args.resume,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, fresh=not args.fixed_responses)
         elif args.command == "train":
             run_train(args.data, args.out, neurons_name=args.neurons, x_key=args.x_key, r_key=args.r_key,
                       steps=args.steps, batch=args.batch, seed=args.seed, resume=args.resume,

@@ -6,7 +6,6 @@ All three processes run concurrently as subprocesses (``tests/_dataset_worker.py
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 
 from jaxdecomp import estimate
 from tests import _dataset_worker as worker
+from tests._subproc import forced_devices_env
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "_dataset_worker.py"
@@ -34,12 +34,7 @@ def _free_port() -> int:
 
 
 def _env(n_devices):
-    env = dict(os.environ)
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n_devices}"])
-    return env
+    return forced_devices_env(n_devices)
 
 
 def _start(log, out, *args, n_devices):

@@ -61,6 +61,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
+from jaxdecomp._checks import check_resume
 from jaxdecomp._files import array_fingerprint
 from jaxdecomp.diffusion import checkpoint as _ckpt
 from jaxdecomp.diffusion.networks import PairDenoiser, response_statistics
@@ -547,7 +548,6 @@ def make_train_step(model, config: TrainConfig = TrainConfig(), *, tx: optax.Gra
 
 
 # ----------------------------------------------------------------------------- run fingerprint
-RESUME_MODES = ("auto", "must", "never")
 # TrainConfig fields that change what a resumed run computes; ``steps`` is handled on its own
 # (a larger ``steps`` continues a run), and ``seed`` only matters through the key.
 _RUN_FIELDS = ("batch_size", "learning_rate", "warmup_steps", "weight_decay", "ema_decay", "grad_clip",
@@ -671,13 +671,7 @@ _HINT = ("To continue that run, call again with the settings it was written with
 
 
 def _check_resume_args(resume, overwrite, checkpoint_dir) -> None:
-    if not isinstance(resume, str) or resume not in RESUME_MODES:
-        raise ValueError(f"resume: expected one of {RESUME_MODES}, got {resume!r}")
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"overwrite: expected a bool, got {type(overwrite).__name__}")
-    if resume == "must" and overwrite:
-        raise ValueError("resume, overwrite: resume='must' continues the checkpoints that overwrite=True would "
-                         "delete; pass one of them")
+    check_resume(resume, overwrite, "checkpoints")
     if resume == "must" and checkpoint_dir is None:
         raise ValueError("resume: 'must' needs a checkpoint_dir to resume from")
 

@@ -61,7 +61,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from jaxdecomp._checks import check_key
+from jaxdecomp._checks import RESUME_MODES, check_key, check_resume
 from jaxdecomp._files import DirLock, array_fingerprint, check_writable_dir
 from jaxdecomp.diffusion.checkpoint import CheckpointLocked
 from jaxdecomp.diffusion.schedules import Levels, network_levels
@@ -80,7 +80,6 @@ from jaxdecomp.estimate._estimators import (
 
 __all__ = ["RESUME_MODES", "StoreLocked", "StoreMismatch", "decompose_dataset", "load_dataset_maps"]
 
-RESUME_MODES = ("auto", "must", "never")
 FORMAT = "jaxdecomp-dataset-maps"
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -419,13 +418,7 @@ def _sharded_maps(key_data, idx, xs, denoiser, population, nodes, weights, g_hi,
 
 # ----------------------------------------------------------------------------- validation
 def _check_resume_args(resume, overwrite) -> None:
-    if not isinstance(resume, str) or resume not in RESUME_MODES:
-        raise ValueError(f"resume: expected one of {RESUME_MODES}, got {resume!r}")
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"overwrite: expected a bool, got {type(overwrite).__name__}")
-    if resume == "must" and overwrite:
-        raise ValueError("resume, overwrite: resume='must' continues the maps that overwrite=True would delete; "
-                         "pass one of them")
+    check_resume(resume, overwrite, "maps")
 
 
 def _check_stimuli(x, shape) -> np.ndarray:

@@ -13,9 +13,9 @@ from jaxdecomp.diffusion.schedules import Levels, network_levels
 import jax.numpy as jnp
 
 from jaxdecomp.diffusion.schedules import add_noise, truncated_logistic_sample
-from jaxdecomp.diffusion.training import (TrainConfig, batch_indices, ensemble_member, init_ensemble,
+from jaxdecomp.diffusion.training import (TrainConfig, batch_indices, init_ensemble,
                                           log_snr_center, make_optimizer, make_train_step, train,
-                                          train_ensemble, trained_model)
+                                          train_ensemble)
 from jaxdecomp.estimate._estimators import _check_count, mutual_information
 
 TRANSFORMS = ("standardize", "copula")

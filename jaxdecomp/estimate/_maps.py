@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxdecomp.diffusion.schedules import network_levels

@@ -23,6 +23,7 @@ from jaxdecomp.diffusion.schedules import vp_coefficients
 from jaxdecomp.diffusion.training import TrainConfig, train
 
 from tests import _train_worker as worker     # the repository root is on pytest's pythonpath
+from tests._subproc import forced_devices_env
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "_train_worker.py"     # also run by path as a subprocess script
@@ -30,14 +31,7 @@ WORKER = ROOT / "tests" / "_train_worker.py"     # also run by path as a subproc
 
 # ----------------------------------------------------------------------------- helpers
 def _env(n_devices=1):
-    env = dict(os.environ)
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    if n_devices > 1:
-        flags.append(f"--xla_force_host_platform_device_count={n_devices}")
-    env["XLA_FLAGS"] = " ".join(flags)
-    return env
+    return forced_devices_env(n_devices)
 
 
 def _start_worker(out, *args, n_devices=1):

@@ -7,7 +7,6 @@ this process computes the uninterrupted 1-device reference; the store is then re
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from jaxdecomp import estimate, tasks
 from jaxdecomp.diffusion.schedules import network_levels
 from jaxdecomp.estimate import _dataset
 from tests import _dataset_worker as worker
+from tests._subproc import forced_devices_env
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "_dataset_worker.py"
@@ -30,14 +30,7 @@ N_CHUNKS = worker.N // worker.CHUNK
 
 
 def _env(n_devices=1):
-    env = dict(os.environ)
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    if n_devices > 1:
-        flags.append(f"--xla_force_host_platform_device_count={n_devices}")
-    env["XLA_FLAGS"] = " ".join(flags)
-    return env
+    return forced_devices_env(n_devices)
 
 
 def _start(out, *args, n_devices=1):
