@@ -92,8 +92,8 @@ def run_arm(arm, task, x, r, held, truth, steps, seed, n_samples, n_steps):
     mi_o = E.mutual_information(k1, res.model, held["x"], held["r"], n_noise=4)
     mi_g = E.mutual_information(k1, res.model, held["x"], held["r"], n_noise=4, form="gap")
     t0 = time.perf_counter()
-    il = E.ilocal(k2, res.model, task.encoder, truth["x"], response_sampler="posterior_sample",
-                  n_samples=n_samples, n_steps=n_steps)
+    il = jax.block_until_ready(E.ilocal(k2, res.model, task.encoder, truth["x"], response_sampler="posterior_sample",
+                  n_samples=n_samples, n_steps=n_steps))
     il_s = time.perf_counter() - t0
     est, se = np.asarray(il.total, np.float64), np.asarray(il.stderr, np.float64)
     rel = est / truth["ilocal"] - 1

@@ -11,7 +11,8 @@ with ``copies`` simulated responses, ``steps`` Adam steps. Then, as in ``jaxdeco
 * and, for the same stimuli, exact I_local.
 
 Prints and writes completeness_truth.png/json: every estimate with its standard error and its relative
-error against the exact I(R;X). ``--n-images``/``--copies``/``--steps`` move the training budget.
+error against the exact I(R;X). ``--n-images``/``--copies``/``--steps`` move the training budget;
+``--fresh`` draws new responses for every training batch (``train(..., population=encoder)``).
 """
 
 import argparse
@@ -28,15 +29,21 @@ from jaxdecomp.diffusion.schedules import network_levels
 
 
 def run(n_images: int = 1400, copies: int = 4, steps: int = 2000, n_test: int = 24, n_mi: int = 400,
-        n_levels: int = 32, n_samples: int = 16, n_steps: int = 16, size: int = 8, seed: int = 0) -> dict:
+        n_levels: int = 32, n_samples: int = 16, n_steps: int = 16, size: int = 8, seed: int = 0,
+        fresh: bool = False) -> dict:
     task = tasks.digits_mixture(size)
     pop = task.encoder
     k = jax.random.split(jax.random.PRNGKey(seed), 8)
-    x = np.repeat(np.asarray(task.sample_prior(k[0], n_images)), copies, axis=0)
-    r = jax.vmap(pop.sample)(jax.random.split(k[1], x.shape[0]), x)
+    x_prior = np.asarray(task.sample_prior(k[0], n_images))
     net = UNetDenoiser((size, size), n_neurons=task.n_neurons, channels=(32, 64), rngs=nnx.Rngs(seed))
+    tcfg = TrainConfig(steps=steps, batch_size=64, progress=False)
     t0 = time.perf_counter()
-    model = train(net, x, np.asarray(r), TrainConfig(steps=steps, batch_size=64, progress=False), key=k[2]).model
+    if fresh:   # the encoder is known: new responses for every batch inside the training step
+        model = train(net, x_prior, config=tcfg, key=k[2], population=pop).model
+    else:
+        x = np.repeat(x_prior, copies, axis=0)
+        r = jax.vmap(pop.sample)(jax.random.split(k[1], x.shape[0]), x)
+        model = train(net, x, np.asarray(r), tcfg, key=k[2]).model
     t_train = time.perf_counter() - t0
     lv = network_levels(n_levels)
     x_mi = task.sample_prior(k[3], n_mi)
@@ -57,7 +64,7 @@ def run(n_images: int = 1400, copies: int = 4, steps: int = 2000, n_test: int = 
     rel = {name: v[0] / truth - 1 for name, v in est.items()}
     paired = net_il - exact_il
     return dict(settings=dict(n_images=n_images, copies=copies, steps=steps, n_test=n_test, n_mi=n_mi, n_levels=n_levels,
-                              n_samples=n_samples, n_steps=n_steps, size=size, seed=seed),
+                              n_samples=n_samples, n_steps=n_steps, size=size, seed=seed, fresh=fresh),
                 train_seconds=t_train, exact_mi=truth, exact_mi_se=float(mi_se), estimates=est, relative_errors=rel,
                 network_minus_exact_ilocal=(float(paired.mean()), sem(paired)),
                 network_ilocal=net_il, exact_ilocal=exact_il)
@@ -69,11 +76,15 @@ def main(argv=None):
     p.add_argument("--n-images", type=int, default=1400, help="training stimuli (the demo: about 1,400 digits)")
     p.add_argument("--copies", type=int, default=4, help="simulated responses per training stimulus (demo: 4)")
     p.add_argument("--steps", type=int, default=2000, help="training steps (demo: 2,000)")
+    p.add_argument("--fresh", action="store_true",
+                   help="new responses r ~ p(r|x) for every training batch (the encoder is known) instead of "
+                        "--copies fixed responses per stimulus")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    out = run(args.n_images, args.copies, args.steps, seed=args.seed)
+    out = run(args.n_images, args.copies, args.steps, seed=args.seed, fresh=args.fresh)
+    resp = "fresh responses every step" if args.fresh else f"{args.copies} responses"
     print(f"exact I(R;X) = {out['exact_mi']:.3f} +- {out['exact_mi_se']:.3f} nats "
-          f"(training {out['train_seconds']:.0f} s, {args.n_images} stimuli x {args.copies} responses, {args.steps} steps)")
+          f"(training {out['train_seconds']:.0f} s, {args.n_images} stimuli x {resp}, {args.steps} steps)")
     for name, (v, se) in out["estimates"].items():
         print(f"  {name:32s} {v:7.3f} +- {se:.3f}   ({100 * out['relative_errors'][name]:+.1f}% vs exact MI)")
     d, dse = out["network_minus_exact_ilocal"]
@@ -88,9 +99,9 @@ def main(argv=None):
     ax.axvline(out["exact_mi"], color="k", ls="--", label="exact I(R;X)")
     ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=8)
     ax.set_xlabel("nats")
-    ax.set_title(f"{args.n_images} stimuli x {args.copies} responses, {args.steps} steps", fontsize=9)
+    ax.set_title(f"{args.n_images} stimuli x {resp}, {args.steps} steps", fontsize=9)
     ax.legend(fontsize=8)
-    save(fig, out, args.out, "completeness_truth")
+    save(fig, out, args.out, "completeness_truth_fresh" if args.fresh else "completeness_truth")
     return out
 
 

@@ -86,8 +86,8 @@ def run_case(case, steps, key):
     mi = E.mutual_information(k1, res.model, case["x"][N_TRAIN:], case["r"][N_TRAIN:], n_noise=4)
     mi_gap = E.mutual_information(k1, res.model, case["x"][N_TRAIN:], case["r"][N_TRAIN:], n_noise=4, form="gap")
     t0 = time.perf_counter()
-    il = E.ilocal(k2, res.model, case["population"], case["stimuli"], response_sampler="posterior_sample",
-                  n_samples=64, n_steps=32)
+    il = jax.block_until_ready(E.ilocal(k2, res.model, case["population"], case["stimuli"], response_sampler="posterior_sample",
+                  n_samples=64, n_steps=32))
     il_s = time.perf_counter() - t0
     il_pm = E.ilocal(k3, res.model, case["population"], case["stimuli"], response_sampler="posterior_mean",
                      n_samples=64)

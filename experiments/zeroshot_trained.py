@@ -56,10 +56,27 @@ def _row(name, est, truth, truth_se, seconds, **extra) -> dict:
     rel = v / truth - 1
     z = (v - truth) / np.hypot(s, truth_se)
     return dict(name=name, ilocal=v.tolist(), stderr=s.tolist(),
+                relative_error=rel.tolist(),
                 median_abs_relative_error=float(np.median(np.abs(rel))),
+                rms_relative_error=float(np.sqrt(np.mean(rel ** 2))),
                 mean_relative_error=float(rel.mean()),
                 mean_relative_error_se=float(rel.std(ddof=1) / np.sqrt(len(rel))),
                 within_2se=float(np.mean(np.abs(z) <= 2)), seconds=float(seconds), **extra)
+
+
+def _paired(rows) -> list[dict]:
+    """Paired comparison of each zero-shot row with the two-network row on the same stimuli.
+
+    Accuracy is the mean squared relative error (bias and Monte Carlo spread together); the
+    difference of squared errors is averaged over stimuli, with its SE across stimuli.
+    """
+    base = np.asarray(rows[0]["relative_error"])
+    out = []
+    for r in rows[1:]:
+        diff = np.asarray(r["relative_error"]) ** 2 - base ** 2
+        out.append(dict(row=r["name"], against=rows[0]["name"], mean_sq_diff=float(diff.mean()),
+                        se=float(diff.std(ddof=1) / np.sqrt(len(diff)))))
+    return out
 
 
 def run(quick: bool = False, seed: int = 0, **overrides) -> dict:
@@ -84,12 +101,12 @@ def run(quick: bool = False, seed: int = 0, **overrides) -> dict:
     kw = dict(n_samples=cfg["n_samples"], chunk=2048)
     rows = []
     t0 = time.perf_counter()
-    est = E.ilocal(k_e, cond.model, pop, xs, response_sampler="posterior_sample", n_steps=cfg["n_steps"], **kw)
+    est = jax.block_until_ready(E.ilocal(k_e, cond.model, pop, xs, response_sampler="posterior_sample", n_steps=cfg["n_steps"], **kw))
     rows.append(_row("two-network (conditional net, condition dropout)", est, truth, truth_se,
                      time.perf_counter() - t0, train_seconds=t_cond, final_loss=float(cond.losses[-1, 1])))
     t0 = time.perf_counter()
     half = max(1, cfg["n_steps"] // 2)
-    est = E.ilocal(k_e, cond.model, pop, xs, response_sampler="posterior_sample", n_steps=half, **kw)
+    est = jax.block_until_ready(E.ilocal(k_e, cond.model, pop, xs, response_sampler="posterior_sample", n_steps=half, **kw))
     rows.append(_row(f"two-network, {half} reverse-diffusion steps", est, truth, truth_se, time.perf_counter() - t0))
     exact_den = case["denoiser"]          # the task's exact (conditional and prior) denoiser
     exact_fn = lambda z, a, r: exact_den(z, a, None)   # noqa: E731  (no posterior_sample: reverse diffusion)
@@ -99,13 +116,13 @@ def run(quick: bool = False, seed: int = 0, **overrides) -> dict:
         Z = zero_shot_denoiser(prior_den, pop, key=jax.random.fold_in(k_e, 1), n_particles=cfg["n_particles"],
                                n_steps=cfg["zs_steps"], shape=(d,))
         t0 = time.perf_counter()
-        est = E.ilocal(k_e, Z, pop, xs, **kw)
+        est = jax.block_until_ready(E.ilocal(k_e, Z, pop, xs, **kw))
         extra = dict(train_seconds=t_prior, final_loss=float(prior.losses[-1, 1])) if prior_den is prior.model else {}
         rows.append(_row(name, est, truth, truth_se, time.perf_counter() - t0, **extra))
         print(f"  {name}: median |rel. error| {100 * rows[-1]['median_abs_relative_error']:.1f}% "
               f"({rows[-1]['seconds']:.0f} s)", flush=True)
     t0 = time.perf_counter()
-    est = E.ilocal(k_e, exact_den, pop, xs, response_sampler="posterior_sample", **kw)
+    est = jax.block_until_ready(E.ilocal(k_e, exact_den, pop, xs, response_sampler="posterior_sample", **kw))
     rows.append(_row("exact conditional denoiser (no network)", est, truth, truth_se, time.perf_counter() - t0))
     return dict(case=case["name"], settings=dict(cfg, seed=seed, train_pairs=T.N_TRAIN, batch=256,
                                                   hidden=128, depth=2),
@@ -117,17 +134,25 @@ def main(argv=None):
     p.add_argument("--out", default="experiments/out", help="folder for the PNG and JSON (default: experiments/out)")
     p.add_argument("--quick", action="store_true", help="fewer steps, stimuli and draws (a smoke run)")
     p.add_argument("--steps", type=int, default=None, help="training steps of each network")
+    p.add_argument("--draws", type=int, default=None, help="Monte Carlo draws per level (n_samples) for every row")
+    p.add_argument("--particles", type=int, default=None, help="zero-shot particles K (default 64)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    over = {} if args.steps is None else dict(steps=args.steps)
+    over = {k: v for k, v in (("steps", args.steps), ("n_samples", args.draws), ("n_particles", args.particles))
+            if v is not None}
     t0 = time.perf_counter()
     out = run(args.quick, args.seed, **over)
     out["seconds"] = time.perf_counter() - t0
     for r in out["rows"]:
-        print(f"{r['name']}: median |rel. error| {100 * r['median_abs_relative_error']:.1f}%, mean "
+        print(f"{r['name']}: median |rel. error| {100 * r['median_abs_relative_error']:.1f}%, "
+              f"RMS {100 * r['rms_relative_error']:.1f}%, mean "
               f"{100 * r['mean_relative_error']:+.1f} ± {100 * r['mean_relative_error_se']:.1f}%, truth within 2 SE "
               f"{100 * r['within_2se']:.0f}%, maps {r['seconds']:.0f} s"
               + (f", training {r['train_seconds']:.0f} s" if "train_seconds" in r else ""))
+    out["paired"] = _paired(out["rows"])
+    for c in out["paired"]:
+        print(f"{c['row']} vs {c['against']}: mean (rel. error^2 - rel. error^2) {c['mean_sq_diff']:+.5f} "
+              f"± {c['se']:.5f} (negative: the first row is more accurate)")
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     t = out["truth"]
     for r in out["rows"]:
