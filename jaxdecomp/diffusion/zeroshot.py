@@ -203,7 +203,7 @@ class ZeroShotDenoiser:
             return jax.lax.stop_gradient(_grid_draws(self.prior, key, z, a, self.n_particles).astype(z.dtype))
         keys = jax.random.split(key, self.n_particles)
         if self.exact_prior:
-            draw = lambda k: _prior_sampler(self.prior)(k, z, a, None)  # noqa: E731
+            draw = lambda k: self.prior.posterior_sample(k, z, a, None)  # noqa: E731
         else:
             draw = lambda k: reverse_diffusion(k, self.prior, z, a, None, n_steps=self.n_steps,  # noqa: E731
                                                log_snr_end=self.log_snr_end)
@@ -322,7 +322,7 @@ class ZeroShotDenoiser:
         z = jax.lax.stop_gradient(self._check_inputs(x_noisy, r))
         if self.method == "dps" and r is None:
             if self.exact_prior:
-                return _prior_sampler(self.prior)(key, z, log_snr, None)
+                return self.prior.posterior_sample(key, z, log_snr, None)
             return reverse_diffusion(key, self.prior, z, log_snr, None, n_steps=self.n_steps,
                                      log_snr_end=self.log_snr_end)
         parts = self.particles(z, log_snr)
@@ -421,11 +421,6 @@ def _grid_draws(prior, key, z, a, n):
 
 
 # ----------------------------------------------------------------------------- factory
-def _prior_sampler(prior):
-    """The prior's exact ``posterior_sample`` (forwarded by a :class:`~jaxdecomp._interfaces.StaticCallable`)."""
-    return prior.posterior_sample
-
-
 def zero_shot_denoiser(prior, encoder, *, key, n_particles: int = 256, method: str = "particles",
                        n_steps: int = 32, log_snr_end: float = 14.0, shape=None,
                        paired: bool = True) -> ZeroShotDenoiser:
