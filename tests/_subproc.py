@@ -1,5 +1,6 @@
 """The environment of a test's worker subprocess: CPU only, the repository root importable, and
-``n_devices`` forced host devices (XLA's ``--xla_force_host_platform_device_count``)."""
+``n_devices`` forced host devices (XLA's ``--xla_force_host_platform_device_count``, set even for 1 so
+that the command line's own choice of CPU devices, ``jaxdecomp._parallel``, leaves it alone)."""
 
 import os
 from pathlib import Path
@@ -12,7 +13,6 @@ def forced_devices_env(n_devices: int = 1) -> dict:
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    if n_devices > 1:
-        flags.append(f"--xla_force_host_platform_device_count={n_devices}")
+    flags.append(f"--xla_force_host_platform_device_count={n_devices}")   # explicit, also 1: the CLI keeps it
     env["XLA_FLAGS"] = " ".join(flags)
     return env

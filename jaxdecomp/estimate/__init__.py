@@ -17,7 +17,7 @@ from jaxdecomp.estimate._estimators import (
 from jaxdecomp.estimate._ensemble import EnsembleMapResult, over_ensemble
 from jaxdecomp.estimate._dataset import StoreLocked, StoreMismatch, decompose_dataset, load_dataset_maps
 from jaxdecomp.estimate._fit import estimate
-from jaxdecomp.estimate._maps import pixel_maps
+from jaxdecomp.estimate._maps import map_correlations, pixel_maps
 from jaxdecomp.estimate._tensor import TensorResult, ilocal_tensor
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "load_dataset_maps",
     "estimate",
     "MapResult",
+    "map_correlations",
     "ilocal",
     "ilocal_tensor",
     "TensorResult",

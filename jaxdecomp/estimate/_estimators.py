@@ -79,6 +79,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdecomp import _parallel
 from jaxdecomp._checks import check_key
 from jaxdecomp._interfaces import Estimate, MapResult, as_pytree_callable
 from jaxdecomp.diffusion.sampling import reverse_diffusion
@@ -658,15 +659,16 @@ def specific_surprise(key, denoiser, population, x, *, levels: Levels | None = N
 
 # ------------------------------------------------------ population MI (pairs)
 @partial(jax.jit, static_argnames=("form", "n_noise", "chunk"))
-def _mi_jit(key, denoiser, x, r, nodes, *, form, n_noise, chunk):
-    """Per pair and node, the integrand averaged over ``n_noise`` draws: (N, L)."""
+def _mi_jit(key, denoiser, x, r, nodes, first=0, *, form, n_noise, chunk):
+    """Per pair and node, the integrand averaged over ``n_noise`` draws: (N, L). ``first``: the index of
+    ``x[0]`` among all pairs (a shard of them keeps the noise draws it has in the whole batch)."""
     n_pairs, n_nodes = x.shape[0], nodes.shape[0]
     per_pair = n_nodes * n_noise
 
     def task(t):
         j, l = t // per_pair, (t % per_pair) // n_noise
         xj, rj, a = x[j], r[j], nodes[l]
-        eps = jax.random.normal(jax.random.fold_in(key, t), xj.shape, dtype=xj.dtype)
+        eps = jax.random.normal(jax.random.fold_in(key, t + first * per_pair), xj.shape, dtype=xj.dtype)
         z = to_variance_preserving(xj + jnp.sqrt(variance_from_log_snr(a)) * eps, a)
         eu = denoiser(z, a, None)
         ec, ec2 = _conditional_pair(denoiser, z, a, rj, eu)
@@ -675,6 +677,28 @@ def _mi_jit(key, denoiser, x, r, nodes, *, form, n_noise, chunk):
         return 0.5 * (jnp.sum((eps - eu) ** 2) - jnp.sum((eps - ec) * (eps - ec2)))
 
     return _map_tasks(task, n_pairs * per_pair, chunk).reshape(n_pairs, n_nodes, n_noise).mean(-1)
+
+
+def _mi_values(key, denoiser, x, r, nodes, *, form, n_noise, chunk):
+    """:func:`_mi_jit` with the pairs split into equal shards, one per local device, when the inputs are
+    concrete and there is more than one device (``jaxdecomp._parallel``); the same draws either way."""
+    devices = jax.local_devices()
+    n = int(x.shape[0])
+    nd = min(len(devices), n // 2)
+    if nd <= 1 or not _parallel.is_concrete(key, denoiser, x, r, nodes):
+        return _mi_jit(key, denoiser, x, r, nodes, form=form, n_noise=n_noise, chunk=chunk)
+    per = -(-n // nd)
+    pad = nd * per - n                      # equal shards (one compiled program): repeat the last pair
+    xp = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
+    rp = jnp.concatenate([r, jnp.repeat(r[-1:], pad, axis=0)]) if pad else r
+    consts = _parallel.replicas((key, denoiser, nodes), devices[:nd])
+    outs = []
+    for k in range(nd):
+        xs, rs = jax.device_put((xp[k * per:(k + 1) * per], rp[k * per:(k + 1) * per]), devices[k])
+        kk, den, nod = consts[k]
+        outs.append(_mi_jit(kk, den, xs, rs, nod, jax.device_put(jnp.int32(k * per), devices[k]), form=form,
+                            n_noise=n_noise, chunk=chunk))
+    return jnp.concatenate([jax.device_put(o, devices[0]) for o in outs])[:n]
 
 
 @jax.jit
@@ -718,7 +742,7 @@ def mutual_information(key, denoiser, x, r, *, levels: Levels | None = None, for
     levels = _check_levels(levels)
     x_arr, _ = _check_x(x, tuple(np.shape(x)))
     if x_arr.ndim == 0:
-        raise ValueError(f"x: expected a batch of paired stimuli (N, ...), got a scalar")
+        raise ValueError("x: expected a batch of paired stimuli (N, ...), got a scalar")
     shape = _stimulus_shape(denoiser, x_arr[0], stimulus_shape)
     x, batched = _check_x(x_arr, shape)
     if not batched:
@@ -745,8 +769,8 @@ def mutual_information(key, denoiser, x, r, *, levels: Levels | None = None, for
             raise ValueError(f"r: has {r.shape[1]} neurons per response but population has {n_pop}")
     closed_tail = bool(levels.tails and population is not None)
     nodes, weights = _nodes(levels, extrapolate_hi=not closed_tail)
-    vals = _mi_jit(key, _as_pytree(denoiser, "denoiser"), x, r.astype(x.dtype), jnp.asarray(nodes, x.dtype),
-                   form=form, n_noise=n_noise, chunk=chunk)
+    vals = _mi_values(key, _as_pytree(denoiser, "denoiser"), x, r.astype(x.dtype), jnp.asarray(nodes, x.dtype),
+                      form=form, n_noise=n_noise, chunk=chunk)
     per = vals @ jnp.asarray(weights, x.dtype)
     g_hi = float(np.exp(-levels.hi))
     if closed_tail:
