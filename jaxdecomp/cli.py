@@ -44,7 +44,7 @@ import numpy as np
 
 MI_REFERENCE_FORM = "gap"
 DEMO_SETTINGS = {
-    # quick: about 2 minutes on a 2-core CPU; default: about 10 minutes
+    # measured on the 2-core VM (2026-12-03, two CPU devices): quick 153 s, default 1,058 s (target 10 min)
     True: dict(size=16, channels=(16, 32), steps=800, batch=64, copies=2, panel=4, n_levels=24, n_samples=8,
                n_steps=8, n_complete=16, n_mi=400, n_noise=1),
     False: dict(size=16, channels=(32, 64), steps=2000, batch=64, copies=4, panel=8, n_levels=32, n_samples=16,
@@ -108,6 +108,8 @@ def _maps_figure(images, maps: dict, p: int, verdict: str):
 MIN_TRAIN_STEPS = 500          # fewer updates than this: the network is not a denoiser yet
 MAX_GAP_ORTHOGONAL = 0.15      # relative gap between the two MI forms beyond which networks' errors dominate
 MIN_PIXEL_SNR = 2.0            # median per-pixel I_local / SE below this: the maps are mostly noise
+MIN_STABILITY = 0.8            # median map correlation between independent runs (other seeds) below this: unstable
+DEMO_SPLIT_SEED = 0            # the demo's train/test split of the digits, the same for every --seed
 MAX_OVERFIT = 0.05             # held-out loss above the training loss by more than this fraction: memorised pairs
 
 FIELDS = {
@@ -126,14 +128,31 @@ FIELDS = {
     "training": "training steps, pairs (or 'fresh' responses), seconds, final training loss (eps-MSE per "
                 "coordinate) and held-out loss where measured",
     "seconds": "wall-clock seconds per phase",
+    "devices": "the local JAX devices the run used (on a CPU the command line exposes the cores as devices; "
+               "JAXDECOMP_CPU_DEVICES=1 turns that off)",
+    "test_digits": "indices (into the bundled digits) of the test digits whose maps are in ilocal_maps; the same "
+                   "for every --seed",
+    "ilocal_maps": "I_local maps of all test digits (n, H, W), nats per pixel",
+    "stability": "with --compare: pixel-wise correlation of each test digit's I_local map with the same digit's map "
+                 "in the compared run (dimensionless), their median and whether it reaches the minimum",
 }
 
 
 def _verdict(*, steps=None, final_loss=None, heldout_loss=None, heldout_loss_se=None, mean_ilocal=None,
              mean_ilocal_se=None, mi_gap=None, mi_gap_se=None, mi_orthogonal=None, mi_orthogonal_se=None,
-             pixel_snr=None, totals=None, totals_se=None) -> tuple[str, dict]:
+             pixel_snr=None, totals=None, totals_se=None, stability=None) -> tuple[str, dict]:
     """(verdict text, diagnostics) from what a command could measure; missing checks are reported as such."""
     diag, problems, fixes = {}, [], []
+    if stability is not None:
+        med = float(stability["median_correlation"])
+        ok = med >= MIN_STABILITY
+        diag["stability_between_runs"] = dict(median_correlation=med, minimum=MIN_STABILITY, passed=ok,
+                                              compared_with=stability["compared_with"])
+        if not ok:
+            problems.append(f"the maps change between independent runs (median correlation {med:.2f} with "
+                            f"{stability['compared_with']})")
+            fixes.append("train longer and raise n_samples (draws per level); average several networks "
+                         "(`estimate.over_ensemble`)")
     if steps is not None:
         ok = int(steps) >= MIN_TRAIN_STEPS
         diag["training_steps"] = dict(value=int(steps), minimum=MIN_TRAIN_STEPS, passed=ok)
@@ -193,14 +212,63 @@ def _verdict(*, steps=None, final_loss=None, heldout_loss=None, heldout_loss_se=
 
 
 # --------------------------------------------------------------------------- demo
+def _load_comparison(path, *, size: int, seed: int) -> dict:
+    """The results.json of another demo run (``--compare``: its folder or the file itself), checked to be
+    comparable with this run (same image size, another seed) before any work."""
+    path = Path(path)
+    f = path / "results.json" if path.is_dir() else path
+    if not f.is_file():
+        raise ValueError(f"--compare: no results.json at {path} (pass the --out folder of a finished demo run)")
+    try:
+        other = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"--compare: {f} is not a readable results.json ({err})") from err
+    missing = [k for k in ("ilocal_maps", "test_digits", "settings") if k not in other]
+    if missing:
+        raise ValueError(f"--compare: {f} lacks {', '.join(missing)} (written by an older version of the demo: "
+                         f"rerun that demo first)")
+    s = other["settings"]
+    if int(s.get("size", -1)) != size:
+        raise ValueError(f"--compare: that run mapped {s.get('size')}x{s.get('size')} digits, this one {size}x{size}")
+    if int(s.get("seed", -1)) == seed:
+        raise ValueError(f"--compare: that run used the same --seed ({seed}); stability needs an independent "
+                         f"run: rerun with another --seed")
+    other["_path"] = str(f)
+    return other
+
+
+def _stability(other: dict, test_idx, maps) -> dict:
+    """Correlation of this run's I_local map of each test digit with the other run's map of the same digit."""
+    s = other["settings"]
+    theirs = {int(i): j for j, i in enumerate(np.asarray(other["test_digits"], dtype=int))}
+    pairs = [(k, theirs[int(i)]) for k, i in enumerate(np.asarray(test_idx)) if int(i) in theirs]
+    if len(pairs) < 2:
+        raise ValueError("--compare: that run mapped fewer than 2 of this run's test digits")
+    from jaxdecomp.estimate import map_correlations
+
+    other_maps = np.asarray(other["ilocal_maps"], dtype=np.float64)
+    a = np.asarray(maps, dtype=np.float64)[[k for k, _ in pairs]]
+    b = other_maps[[j for _, j in pairs]]
+    corr = map_correlations(a, b, names=("I_local maps of this run", "--compare maps"))
+    return dict(compared_with=other["_path"], other_seed=int(s["seed"]), other_quick=bool(s.get("quick")),
+                n_digits=len(pairs), correlations=corr, median_correlation=float(np.median(corr)),
+                minimum=MIN_STABILITY, passed=bool(np.median(corr) >= MIN_STABILITY))
+
+
 def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = None, resume: bool = False,
-             overwrite: bool = False, fresh: bool = True) -> dict:
+             overwrite: bool = False, fresh: bool = True, compare=None) -> dict:
     """The main job (see the module docstring). Returns the results dict it writes.
 
     ``resume`` / ``overwrite``: the ``--resume`` / ``--overwrite`` flags (see the module docstring).
     ``fresh`` (default; ``--fixed-responses`` turns it off): the LNP population is known, so every
     training step draws new responses for its batch (no fixed pairs to memorise); ``fresh=False``
-    trains on ``copies`` fixed simulated responses per digit, the former behaviour."""
+    trains on ``copies`` fixed simulated responses per digit, the former behaviour.
+
+    The train/test split of the digits does not depend on ``seed`` (``DEMO_SPLIT_SEED``): runs with
+    other seeds (other network initialisation, training draws and Monte Carlo) map the same test
+    digits. ``compare`` (``--compare``): the folder (or ``results.json``) of such a run; the pixel-wise
+    correlation of each test digit's I_local map with that run's map of the same digit goes into
+    ``results.json`` (``stability``) and into the verdict (median at least ``MIN_STABILITY``)."""
     import jax
 
     from jaxdecomp import data, estimate, neurons
@@ -214,8 +282,10 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     mode = _resume_mode(resume, overwrite)
     _check_out(out)
     t_start = time.perf_counter()
+    other = _load_comparison(compare, size=cfg["size"], seed=seed) if compare is not None else None
     key = jax.random.PRNGKey(seed)
-    k_split, k_resp, k_train, k_mi, k_maps, k_comp = jax.random.split(key, 6)
+    _, k_resp, k_train, k_mi, k_maps, k_comp = jax.random.split(key, 6)
+    k_split = jax.random.split(jax.random.PRNGKey(DEMO_SPLIT_SEED), 6)[0]  # seed 0's split, for every seed
     size = cfg["size"]
     x = np.asarray(data.digits(size), dtype=np.float32)
     pop = neurons.lnp_population((size, size))
@@ -243,8 +313,12 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     _, r_mi = neurons.simulate_responses(jax.random.fold_in(k_resp, 1), pop, x_mi)
     lv = network_levels(cfg["n_levels"])
     _log("population MI on held-out pairs (compiling the MI estimator first)")
-    mi_o = estimate.mutual_information(k_mi, model, x_mi, r_mi, levels=lv, n_noise=cfg["n_noise"])
-    mi_g = estimate.mutual_information(k_mi, model, x_mi, r_mi, levels=lv, n_noise=cfg["n_noise"], form="gap")
+    t0 = time.perf_counter()
+    # the exact small-noise tail above the finest level (population=), as the I_local maps have it
+    mi_o = estimate.mutual_information(k_mi, model, x_mi, r_mi, levels=lv, n_noise=cfg["n_noise"], population=pop)
+    mi_g = estimate.mutual_information(k_mi, model, x_mi, r_mi, levels=lv, n_noise=cfg["n_noise"], form="gap",
+                                       population=pop)
+    t_mi = time.perf_counter() - t0
     _log(f"I(R;X) = {float(mi_o.value):.3f} ± {float(mi_o.stderr):.3f} nats (orthogonal), "
          f"{float(mi_g.value):.3f} ± {float(mi_g.stderr):.3f} (gap)")
     _log(f"I_local and Fisher maps for {cfg['n_complete']} test digits")
@@ -263,10 +337,18 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
          f"I(R;X) = {float(mi_g.value):.3f} ± {float(mi_g.stderr):.3f} gap form ({z['gap']:+.1f} SE), "
          f"{float(mi_o.value):.3f} ± {float(mi_o.stderr):.3f} orthogonal ({z['orthogonal']:+.1f} SE): "
          f"{'agrees' if agrees else 'does NOT agree'} within 2 SE with the {ref} form")
+    test_idx = perm[: cfg["n_complete"]]
+    stability = None
+    if other is not None:
+        stability = _stability(other, test_idx, maps["ilocal"])
+        _log(f"stability: median correlation {stability['median_correlation']:.3f} between this run's maps and "
+             f"{stability['compared_with']} ({stability['n_digits']} digits, seeds {seed} and "
+             f"{stability['other_seed']})")
     verdict, diagnostics = _verdict(steps=res.step, final_loss=float(res.losses[-1, 1]), mean_ilocal=mean_il,
                                     mean_ilocal_se=se_il, mi_gap=float(mi_g.value), mi_gap_se=float(mi_g.stderr),
                                     mi_orthogonal=float(mi_o.value), mi_orthogonal_se=float(mi_o.stderr),
-                                    pixel_snr=maps.get("ilocal_pixel_snr"), totals=tot, totals_se=maps["ilocal_se"])
+                                    pixel_snr=maps.get("ilocal_pixel_snr"), totals=tot, totals_se=maps["ilocal_se"],
+                                    stability=stability)
     _log(f"verdict: {verdict}")
     p = cfg["panel"]
     fig = _maps_figure(x_test[:p], maps, p, verdict)
@@ -284,9 +366,13 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
                           z_orthogonal=float(z["orthogonal"]), z_gap=float(z["gap"]), agrees_within_2_se=within),
         ilocal_totals=tot, ilocal_se=maps["ilocal_se"], fisher_totals=maps["fisher"].reshape(len(tot), -1).sum(1),
         ilocal_pixel_snr=maps.get("ilocal_pixel_snr"),
+        test_digits=test_idx, ilocal_maps=maps["ilocal"],
+        stability=stability if stability is not None else dict(
+            note="not measured: rerun with another --seed and --compare THIS_OUT (same test digits)"),
         panel=dict(images=x_test[:p], ilocal=maps["ilocal"][:p], fisher=maps["fisher"][:p],
                    **({"ilocal_pixel_se": maps["ilocal_pixel_se"][:p]} if "ilocal_pixel_se" in maps else {})),
-        seconds=dict(training=t_train, maps=t_maps, total=time.perf_counter() - t_start),
+        seconds=dict(training=t_train, mutual_information=t_mi, maps=t_maps, total=time.perf_counter() - t_start),
+        devices=dict(count=len(jax.local_devices()), kind=jax.local_devices()[0].platform),
     )
     _write(out, fig, results)
     _log(f"wrote {out / 'figure.png'} and {out / 'results.json'} ({results['seconds']['total']:.0f} s)")
@@ -613,12 +699,15 @@ def _parser() -> argparse.ArgumentParser:
                        description="Simulate 49 LNP neurons on bundled 16x16 digits, train a UNet denoiser, and "
                                    "write figure.png (digits, Fisher maps, I_local maps) and results.json.")
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    d.add_argument("--quick", action="store_true", help="a smaller run (about 2 minutes on a 2-core CPU)")
+    d.add_argument("--quick", action="store_true", help="a smaller run (about 2.5 minutes on a 2-core CPU)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--steps", type=int, default=None, help="training steps (default: 2000; 800 with --quick)")
     d.add_argument("--fixed-responses", action="store_true",
                    help="train on 4 (2 with --quick) fixed simulated responses per digit, the former behaviour; by "
                         "default every step draws fresh responses from the known LNP population")
+    d.add_argument("--compare", default=None, metavar="OTHER_OUT",
+                   help="the --out folder of a demo run with another --seed: report how well each test digit's "
+                        "map agrees with that run's (median correlation, in results.json and the verdict)")
     _resume_flags(d)
     t = sub.add_parser("train", help="train a denoiser on your own images (.npz)",
                        description="Train a response-conditioned UNet denoiser on images stored in an .npz file "
@@ -695,12 +784,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from jaxdecomp import _parallel
+
+    # the CPU cores as JAX devices (training splits its batch over them, maps and MI run one piece per
+    # device): before JAX starts its backend; JAXDECOMP_CPU_DEVICES=1 turns it off
+    try:
+        _parallel.force_cpu_devices(divides={"demo": 64, "train": getattr(args, "batch", None),
+                                             "decompose": getattr(args, "chunk", None)}.get(args.command))
+    except ValueError as err:
+        print(f"jaxdecomp {args.command}: error: {err}", file=sys.stderr)
+        return 2
     from jaxdecomp.diffusion.checkpoint import CheckpointLocked, CheckpointMismatch
 
     try:
         if args.command == "demo":
             run_demo(args.out, quick=args.quick, seed=args.seed, steps=args.steps, resume=args.resume,
-                     overwrite=args.overwrite, fresh=not args.fixed_responses)
+                     overwrite=args.overwrite, fresh=not args.fixed_responses, compare=args.compare)
         elif args.command == "train":
             run_train(args.data, args.out, neurons_name=args.neurons, x_key=args.x_key, r_key=args.r_key,
                       steps=args.steps, batch=args.batch, seed=args.seed, resume=args.resume,

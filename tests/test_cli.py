@@ -154,3 +154,72 @@ def test_cli_data_errors_name_the_flags(tmp_path, capsys, content, flag, extra):
     assert cli.main(["train", "--data", str(f), "--out", str(tmp_path / "o"), *extra]) == 2
     err = capsys.readouterr().err
     assert f"error: {flag}:" in err and "allow_pickle" not in err and "path:" not in err
+
+
+def _keyed_maps(key, denoiser, population, x, **kw):
+    """Stands in for ``estimate.pixel_maps``: the image's square plus key-dependent noise, so two runs with
+    other seeds give correlated but different maps of the same digit."""
+    import jax
+
+    noise = np.asarray(jax.random.uniform(key, x.shape), np.float32)
+    m = np.asarray(x, np.float32) ** 2 + 0.5 * noise
+    tot = m.reshape(len(x), -1).sum(1)
+    return dict(ilocal=m, ilocal_total=tot, ilocal_se=0.1 * tot, ilocal_pixel_se=0.1 * m + 1e-3,
+                ilocal_pixel_snr=np.full(len(x), 10.0), fisher=m)
+
+
+def _fake_mi(key, denoiser, x, r, **kw):
+    return estimate.Estimate(np.float32(3.0), np.float32(0.1))
+
+
+def test_demo_compare_reports_map_stability_between_seeds(tmp_path, capsys, monkeypatch):
+    """--compare: the same test digits for every --seed, the per-digit map correlation with the other run
+    (checked against map_correlations of the saved maps), in results.json and the verdict; bad --compare
+    targets are refused before any training."""
+    monkeypatch.setattr(diffusion, "train", _fake_train)
+    monkeypatch.setattr(estimate, "pixel_maps", _keyed_maps)
+    monkeypatch.setattr(estimate, "mutual_information", _fake_mi)
+    monkeypatch.setitem(cli.DEMO_SETTINGS, True, dict(cli.DEMO_SETTINGS[True], channels=(4,), steps=600, n_complete=6,
+                                                     n_mi=8, panel=2))
+    a = cli.run_demo(tmp_path / "a", quick=True, seed=0)
+    assert a["stability"]["note"].startswith("not measured")
+    b = cli.run_demo(tmp_path / "b", quick=True, seed=3, compare=tmp_path / "a")
+    np.testing.assert_array_equal(a["test_digits"], b["test_digits"])      # the split does not follow --seed
+    st = b["stability"]
+    saved = json.loads((tmp_path / "b" / "results.json").read_text())
+    want = estimate.map_correlations(np.asarray(a["ilocal_maps"]), np.asarray(b["ilocal_maps"]))
+    np.testing.assert_allclose(saved["stability"]["correlations"], want, rtol=1e-6)
+    assert st["n_digits"] == 6 and st["other_seed"] == 0 and np.isclose(st["median_correlation"], np.median(want))
+    assert 0 < st["median_correlation"] < 1        # other seeds' noise: correlated, not identical
+    d = saved["diagnostics"]["stability_between_runs"]
+    assert d["passed"] == (np.median(want) >= cli.MIN_STABILITY)
+    assert ("maps change between independent runs" in saved["verdict"]) == (not d["passed"])
+    assert "stability:" in capsys.readouterr().out
+    # refused before training: same seed, no results, an old results.json, another image size
+    monkeypatch.setattr(diffusion, "train", lambda *a, **k: pytest.fail("trained despite a bad --compare"))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.json").write_text(json.dumps({"settings": {"size": 16, "seed": 1}}))
+    (tmp_path / "junk.json").write_text("{not json")
+    for target, words in ((tmp_path / "a", "another --seed"), (tmp_path / "nothing", "no results.json"),
+                          (tmp_path / "old", "older version"), (tmp_path / "junk.json", "not a readable")):
+        assert cli.main(["demo", "--quick", "--out", str(tmp_path / "c"), "--compare", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert "error: --compare:" in err and words in err, err
+    bad = json.loads((tmp_path / "a" / "results.json").read_text())
+    bad["settings"]["size"], bad["settings"]["seed"] = 8, 5
+    (tmp_path / "size.json").write_text(json.dumps(bad))
+    assert cli.main(["demo", "--quick", "--out", str(tmp_path / "c"), "--compare", str(tmp_path / "size.json")]) == 2
+    assert "8x8" in capsys.readouterr().err
+
+
+def test_map_correlations_against_numpy_and_bad_input():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(5, 4, 3)), rng.normal(size=(5, 4, 3))
+    b[0] = 2 * a[0] + 1
+    want = [np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(a, b)]
+    np.testing.assert_allclose(estimate.map_correlations(a, b), want, rtol=1e-12)
+    assert estimate.map_correlations(a, b)[0] == pytest.approx(1.0)
+    for x, y, words in ((a, b[:, :3], "one shape"), (a[:0], b[:0], "empty"), (np.full_like(a, np.nan), b, "NaN"),
+                        (np.ones_like(a), b, "constant")):
+        with pytest.raises(ValueError, match=words):
+            estimate.map_correlations(x, y)
