@@ -1,9 +1,10 @@
 """Independent pieces of work spread over this process's devices, with the same keys as on one device.
 
 On a CPU, XLA runs one program on about one core: measured on the 2-core development VM
-(BENCHMARKS.md, "CPU cores as devices"), a UNet training step took 315 ms with one device and
-176 ms with the two cores exposed as two devices (the batch split between them), and one I_local
-map 2.4 s against 0.9 s with two images in flight, one per device. So the command line exposes the
+(BENCHMARKS.md, "The default demo and CPU cores as devices"), a UNet training step took 315 ms with
+one device and 176 ms with the two cores exposed as two devices (the batch split between them), and
+one I_local map of an untrained UNet 2.4 s against 0.9 s with two images in flight, one per device
+(in the default demo the maps phase did not get faster: 388 s against 383 s, not yet understood). So the command line exposes the
 cores as devices (:func:`force_cpu_devices`, before JAX starts its backend), training splits its
 batch over all devices (``diffusion.train``), and the map and MI phases place independent pieces on
 each local device (:func:`replicas`). Every piece keeps the key it has on one device, so results do

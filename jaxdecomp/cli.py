@@ -789,7 +789,7 @@ def main(argv=None) -> int:
     # the CPU cores as JAX devices (training splits its batch over them, maps and MI run one piece per
     # device): before JAX starts its backend; JAXDECOMP_CPU_DEVICES=1 turns it off
     try:
-        _parallel.force_cpu_devices(divides={"demo": 64, "train": getattr(args, "batch", None),
+        _parallel.force_cpu_devices(divides={"demo": DEMO_SETTINGS[bool(getattr(args, "quick", False))]["batch"], "train": getattr(args, "batch", None),
                                              "decompose": getattr(args, "chunk", None)}.get(args.command))
     except ValueError as err:
         print(f"jaxdecomp {args.command}: error: {err}", file=sys.stderr)
