@@ -168,8 +168,11 @@ def _keyed_maps(key, denoiser, population, x, **kw):
                 ilocal_pixel_snr=np.full(len(x), 10.0), fisher=m)
 
 
-def _fake_mi(key, denoiser, x, r, **kw):
-    return estimate.Estimate(np.float32(3.0), np.float32(0.1))
+def _fake_mi(key, denoiser, x, r, *, form="orthogonal", **kw):
+    one = estimate.Estimate(np.float32(3.0), np.float32(0.1))
+    if form == "both":
+        return {"orthogonal": one, "gap": one, "difference": estimate.Estimate(np.float32(0.0), np.float32(0.05))}
+    return one
 
 
 def test_demo_compare_reports_map_stability_between_seeds(tmp_path, capsys, monkeypatch):

@@ -672,11 +672,12 @@ def _mi_jit(key, denoiser, x, r, nodes, first=0, *, form, n_noise, chunk):
         z = to_variance_preserving(xj + jnp.sqrt(variance_from_log_snr(a)) * eps, a)
         eu = denoiser(z, a, None)
         ec, ec2 = _conditional_pair(denoiser, z, a, rj, eu)
-        if form == "orthogonal":
-            return 0.5 * jnp.sum((ec - eu) * (ec2 - eu))
-        return 0.5 * (jnp.sum((eps - eu) ** 2) - jnp.sum((eps - ec) * (eps - ec2)))
+        orth = 0.5 * jnp.sum((ec - eu) * (ec2 - eu))
+        gap = 0.5 * (jnp.sum((eps - eu) ** 2) - jnp.sum((eps - ec) * (eps - ec2)))
+        return {"orthogonal": orth, "gap": gap, "both": jnp.stack([orth, gap])}[form]
 
-    return _map_tasks(task, n_pairs * per_pair, chunk).reshape(n_pairs, n_nodes, n_noise).mean(-1)
+    vals = _map_tasks(task, n_pairs * per_pair, chunk)
+    return vals.reshape(n_pairs, n_nodes, n_noise, *vals.shape[1:]).mean(2)
 
 
 def _mi_values(key, denoiser, x, r, nodes, *, form, n_noise, chunk):
@@ -692,11 +693,15 @@ def _mi_values(key, denoiser, x, r, nodes, *, form, n_noise, chunk):
     xp = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
     rp = jnp.concatenate([r, jnp.repeat(r[-1:], pad, axis=0)]) if pad else r
     consts = _parallel.replicas((key, denoiser, nodes), devices[:nd])
+    # every shard placed before any is dispatched: slicing on device 0 behind a running shard would
+    # serialise the devices
+    shards = jax.block_until_ready([jax.device_put((xp[k * per:(k + 1) * per], rp[k * per:(k + 1) * per],
+                                                    np.int32(k * per)), devices[k]) for k in range(nd)])
     outs = []
     for k in range(nd):
-        xs, rs = jax.device_put((xp[k * per:(k + 1) * per], rp[k * per:(k + 1) * per]), devices[k])
+        xs, rs, first = shards[k]
         kk, den, nod = consts[k]
-        outs.append(_mi_jit(kk, den, xs, rs, nod, jax.device_put(jnp.int32(k * per), devices[k]), form=form,
+        outs.append(_mi_jit(kk, den, xs, rs, nod, first, form=form,
                             n_noise=n_noise, chunk=chunk))
     return jnp.concatenate([jax.device_put(o, devices[0]) for o in outs])[:n]
 
@@ -721,7 +726,11 @@ def mutual_information(key, denoiser, x, r, *, levels: Levels | None = None, for
 
     form: ``"orthogonal"`` (``1/2 int E ||eps_hat(x_a,a,r) - eps_hat(x_a,a)||^2 da``, Kong et al.'s
     orthogonal estimator; never negative) or ``"gap"`` (``1/2 int E[||eps - eps_hat(x_a,a)||^2 -
-    ||eps - eps_hat(x_a,a,r)||^2] da``). x: ``(N, *S)``; r: ``(N, n_neurons)``; ``N >= 2``.
+    ||eps - eps_hat(x_a,a,r)||^2] da``), or ``"both"``: the two forms from the same network calls and
+    draws (half the cost of two calls, the same values as two calls with this key), returned as a dict
+    ``{"orthogonal": Estimate, "gap": Estimate, "difference": Estimate}`` whose ``difference`` is the
+    orthogonal minus the gap value with its paired standard error (a network diagnostic: with an exact
+    denoiser both forms estimate the same MI). x: ``(N, *S)``; r: ``(N, n_neurons)``; ``N >= 2``.
     n_noise: noise draws per pair and level. Returns :class:`Estimate` (value, standard error over
     pairs); with ``return_pairs`` its ``info`` is ``{"per_pair": (N,) values}`` (their mean is
     ``value``), else ``None``.
@@ -734,8 +743,8 @@ def mutual_information(key, denoiser, x, r, *, levels: Levels | None = None, for
     assumes ``g(hi) J << 1`` and underestimates otherwise: a ``RuntimeWarning`` is raised when the
     mean integrand at ``hi`` exceeds :data:`MI_TAIL_WARN` (concrete inputs only).
     """
-    if form not in ("orthogonal", "gap"):
-        raise ValueError(f"form: expected 'orthogonal' or 'gap', got {form!r}")
+    if form not in ("orthogonal", "gap", "both"):
+        raise ValueError(f"form: expected 'orthogonal', 'gap' or 'both', got {form!r}")
     key = check_key(key)
     n_noise = _check_count("n_noise", n_noise)
     chunk = _check_count("chunk", chunk)
@@ -771,12 +780,13 @@ def mutual_information(key, denoiser, x, r, *, levels: Levels | None = None, for
     nodes, weights = _nodes(levels, extrapolate_hi=not closed_tail)
     vals = _mi_values(key, _as_pytree(denoiser, "denoiser"), x, r.astype(x.dtype), jnp.asarray(nodes, x.dtype),
                       form=form, n_noise=n_noise, chunk=chunk)
-    per = vals @ jnp.asarray(weights, x.dtype)
+    per = jnp.tensordot(jnp.asarray(weights, x.dtype), vals, axes=(0, 1))   # (N,) or (N, 2) for "both"
     g_hi = float(np.exp(-levels.hi))
     if closed_tail:
-        per = per + _tail_totals(population, x, jnp.asarray(g_hi, x.dtype)).astype(per.dtype)
+        tail = _tail_totals(population, x, jnp.asarray(g_hi, x.dtype)).astype(per.dtype)
+        per = per + (tail[:, None] if per.ndim == 2 else tail)
     elif levels.tails and not isinstance(vals, jax.core.Tracer):
-        top = float(jnp.mean(vals[:, -1]))          # the extrapolated node at hi
+        top = float(jnp.mean(vals[:, -1, 0] if vals.ndim == 3 else vals[:, -1]))  # the extrapolated node at hi
         if top > MI_TAIL_WARN:
             warnings.warn(
                 f"mutual_information: the integrand at the finest level (log_snr = {levels.hi:g}) is "
@@ -784,6 +794,11 @@ def mutual_information(key, denoiser, x, r, *, levels: Levels | None = None, for
                 f"underestimates I(R;X) (by about {top**2:.2g} nats or more). Pass population= (the "
                 f"encoder) for the exact small-noise tail 1/2 log det(I + g J(x)), or raise levels.hi "
                 f"(with an exact or well-trained denoiser).", RuntimeWarning, stacklevel=2)
-    value = per.mean()
-    stderr = per.std(ddof=1) / jnp.sqrt(per.shape[0])
-    return Estimate(value, stderr, {"per_pair": per} if return_pairs else None)
+    def est(p):
+        return Estimate(p.mean(), p.std(ddof=1) / jnp.sqrt(p.shape[0]), {"per_pair": p} if return_pairs else None)
+
+    if form == "both":
+        diff = per[:, 0] - per[:, 1]
+        return {"orthogonal": est(per[:, 0]), "gap": est(per[:, 1]),
+                "difference": Estimate(diff.mean(), diff.std(ddof=1) / jnp.sqrt(diff.shape[0]), None)}
+    return est(per)

@@ -64,6 +64,12 @@ def pixel_maps(key, denoiser, population, x, *, n_levels=32, n_samples=16, n_ste
     # one image per local device in flight (jaxdecomp._parallel); image i keeps its key keys[i]
     devices = jax.local_devices()[:B]
     consts = _parallel.replicas((st.denoiser, population, st.nodes, st.weights, st.g_hi), devices)
+    # every image's inputs placed on its device before any image is dispatched: slicing an array that
+    # lives on device 0 would otherwise queue behind device 0's running image and serialise the devices
+    inputs = [(keys[i], xj[i]) for i in range(B)]
+    if len(devices) > 1:
+        inputs = [jax.device_put(kx, devices[i % len(devices)]) for i, kx in enumerate(inputs)]
+    jax.block_until_ready(inputs)
     out = []
     t0 = time.perf_counter()
     bar = tqdm(total=B, desc="I_local maps", disable=not show, dynamic_ncols=True)
@@ -77,7 +83,7 @@ def pixel_maps(key, denoiser, population, x, *, n_levels=32, n_samples=16, n_ste
             pending = []
             for d, i in enumerate(range(start, min(B, start + len(devices)))):
                 den, pop, nodes, weights, g_hi = consts[d]
-                ki, xi = (keys[i], xj[i]) if len(devices) == 1 else jax.device_put((keys[i], xj[i]), devices[d])
+                ki, xi = inputs[i]
                 pending.append(_est._ilocal_jit(ki, den, pop, xi, nodes, weights, g_hi, n_samples=st.n_samples,
                                                 sampler=response_sampler, n_steps=st.n_steps, chunk=st.chunk,
                                                 fisher_tail=st.fisher_tail, batched=False, score_gradient=False,

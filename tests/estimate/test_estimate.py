@@ -147,6 +147,29 @@ def test_population_mi_exact_denoisers(form):
     assert float(est.stderr) < 0.03 * mi
 
 
+def test_population_mi_both_forms_in_one_pass():
+    """form="both" gives the orthogonal and gap values of two separate calls with the same key (the same
+    draws, to float rounding), and their paired difference; with the exact denoiser both forms estimate the
+    same MI, so the difference is within 3 of its paired SE (a 3-SE band holds for 99.7% of keys; the key
+    is fixed, so the test is deterministic)."""
+    D = _gmm_d4()
+    kx, kr, ke = jax.random.split(jax.random.PRNGKey(11), 3)
+    x = D.prior_sample(kx, 600)
+    r = jax.vmap(D.population.sample)(jax.random.split(kr, 600), x)
+    both = E.mutual_information(ke, D, x, r, form="both", n_noise=2, return_pairs=True)
+    for form in ("orthogonal", "gap"):
+        one = E.mutual_information(ke, D, x, r, form=form, n_noise=2, return_pairs=True)
+        np.testing.assert_allclose(np.asarray(both[form].info["per_pair"]), np.asarray(one.info["per_pair"]),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(float(both[form].stderr), float(one.stderr), rtol=1e-5)
+    d = both["difference"]
+    np.testing.assert_allclose(float(d.value), float(both["orthogonal"].value) - float(both["gap"].value),
+                               rtol=1e-5, atol=1e-6)
+    assert 0 < float(d.stderr) and abs(float(d.value)) < 3 * float(d.stderr), (float(d.value), float(d.stderr))
+    with pytest.raises(ValueError, match="form"):
+        E.mutual_information(ke, D, x, r, form="orth")
+
+
 @pytest.mark.heavy
 def test_reverse_diffusion_samples_the_posterior():
     """Reverse diffusion with the exact denoiser (hidden behind a plain function, so the exact sampler
