@@ -1,15 +1,20 @@
 """Independent pieces of work spread over this process's devices, with the same keys as on one device.
 
-On a CPU, XLA runs one program on about one core: measured on the 2-core development VM
-(BENCHMARKS.md, "The default demo and CPU cores as devices"), a UNet training step took 315 ms with
-one device and 176 ms with the two cores exposed as two devices (the batch split between them), and
-one I_local map of an untrained UNet 2.4 s against 0.9 s with two images in flight, one per device
-(in the default demo the maps phase did not get faster: 388 s against 383 s, not yet understood). So the command line exposes the
-cores as devices (:func:`force_cpu_devices`, before JAX starts its backend), training splits its
-batch over all devices (``diffusion.train``), and the map and MI phases place independent pieces on
-each local device (:func:`replicas`). Every piece keeps the key it has on one device, so results do
-not depend on the number of devices (up to float rounding). On GPUs and TPUs the same code spreads
-the pieces over the accelerators.
+On a CPU, XLA runs one program on about one core (1.2 cores measured for an I_local map): on the
+2-core development VM (BENCHMARKS.md, "CPU cores as devices, side by side";
+``experiments/benchmarks/cpu_devices.py``) exposing the two cores as two devices made the demo's UNet
+training step 2.0x faster (the batch split between them), its I_local maps 1.6x and its MI 1.5x (one
+piece per device in flight). So the command line exposes the cores as devices
+(:func:`force_cpu_devices`, before JAX starts its backend), training splits its batch over all devices
+(``diffusion.train``), and the map and MI phases place independent pieces on each local device
+(:func:`replicas`). Every piece keeps the key it has on one device, so results do not depend on the
+number of devices (up to float rounding). On GPUs and TPUs the same code spreads the pieces over the
+accelerators.
+
+Place every piece's inputs on its device BEFORE dispatching any piece: an operation on an array that
+lives on device 0 (slicing the next piece out of a batch) is queued behind the piece already running
+there, which silently serialises the devices (the first version of the maps phase did this and ran no
+faster on two devices than on one).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ import numpy as np
 
 MI_REFERENCE_FORM = "gap"
 DEMO_SETTINGS = {
-    # measured on the 2-core VM (2026-12-03, two CPU devices): quick 153 s, default 1,058 s (target 10 min)
+    # measured on the 2-core VM (2026-12-03, two CPU devices): default 775 s (quick 153 s before the device fix; target 10 min)
     True: dict(size=16, channels=(16, 32), steps=800, batch=64, copies=2, panel=4, n_levels=24, n_samples=8,
                n_steps=8, n_complete=16, n_mi=400, n_noise=1),
     False: dict(size=16, channels=(32, 64), steps=2000, batch=64, copies=4, panel=8, n_levels=32, n_samples=16,
