@@ -97,13 +97,13 @@ def main(argv=None):
                         "the number of prior draws (lnp: all stored digits)")
     p.add_argument("--fresh", action="store_true", help="new responses for every training batch (known encoder)")
     p.add_argument("--demo-budget", action="store_true",
-                   help="the demo's training budget: 2,000 steps of batch 64, UNet (32, 64), fresh responses, "
+                   help="the demo's training budget: 1,500 steps of batch 64, UNet (32, 64), fresh responses, "
                         "16 reverse-diffusion steps and 16 draws per level for the maps (overrides --steps)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     kw = dict(steps=args.steps, fresh=args.fresh)
     if args.demo_budget:
-        kw = dict(steps=2000, fresh=True, n_samples=16, n_steps=16, full_range=False)
+        kw = dict(steps=1500, fresh=True, n_samples=16, n_steps=16, full_range=False)  # jaxdecomp demo's defaults
     out = run(args.size, n_images=args.n_images, n_train=args.n_train, seed=args.seed, task=args.task, **kw)
     print(f"{args.task} {args.size}x{args.size}: trained {out['steps']} steps in {out['train_seconds']:.0f} s; "
           f"map correlation min {out['map_correlations'].min():.3f} median {np.median(out['map_correlations']):.3f}; "

@@ -381,6 +381,72 @@ def log_snr_center(x, config: TrainConfig) -> float:
     return float(np.clip(-np.log(max(var, 1e-12)), lo, hi))
 
 
+def denoising_loss(key, model: nnx.Module, x, r=None, *, population=None, config: TrainConfig = TrainConfig(),
+                   log_snr_loc: float | None = None, draws: int = 4, batch: int = 256):
+    """Held-out denoising loss of a trained ``model`` on stimuli ``x`` (``Estimate``, eps-MSE per coordinate).
+
+    The training objective itself (``make_train_step``'s loss without condition dropout): for each
+    stimulus, ``draws`` log-SNRs from the training density (``config.log_snr_range`` /
+    ``log_snr_scale``, centred at ``log_snr_loc``: pass the TRAINING data's
+    ``log_snr_center(x_train, config)``, so that two sets are scored on the same density) and Gaussian
+    noise; the responses are ``r`` (one row per stimulus), or fresh draws from ``population`` (a
+    known encoder), or none (an unconditional model). ``value`` is the mean over stimuli and draws,
+    ``stderr`` the standard error over stimuli (their per-stimulus means are independent).
+
+    Compare the same model on its training stimuli and on held-out ones (with the same key): a
+    held-out loss above the training one by several SE says the network memorised its stimuli.
+    """
+    from jaxdecomp._interfaces import Estimate
+
+    _check_model(model)
+    _check_config(config)
+    x, r = _check_data(model, x, r)
+    if x.shape[0] < 2:
+        raise ValueError(f"x: need at least 2 stimuli for a standard error, got {x.shape[0]}")
+    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
+        raise ValueError(f"draws: expected a positive int, got {draws!r}")
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch: expected a positive int, got {batch!r}")
+    conditional = getattr(model, "n_neurons", None) is not None
+    if r is not None and population is not None:
+        raise ValueError("r, population: pass one of them (r: fixed responses; population: fresh draws)")
+    if conditional and r is None and population is None:
+        raise ValueError("r: the model is conditional; pass the responses r (one row per stimulus) or a population")
+    if not conditional and (r is not None or population is not None):
+        raise ValueError("r: the model is unconditional (n_neurons=None); pass neither r nor population")
+    if population is not None:
+        _check_population(population)
+    if log_snr_loc is None:
+        log_snr_loc = log_snr_center(x, config)
+    if isinstance(log_snr_loc, bool) or not isinstance(log_snr_loc, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(log_snr_loc):
+        raise ValueError(f"log_snr_loc: expected a finite number, got {log_snr_loc!r}")
+    lo, hi = config.log_snr_range
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def per_stimulus(state, xb, rb, k):
+        m = nnx.merge(graphdef, state)
+        kr, ka, ke = jax.random.split(k, 3)
+        n = xb.shape[0]
+        if rb is None and population is not None:
+            rb = jax.vmap(population.sample)(jax.random.split(kr, n), xb).astype(jnp.float32)
+        xr = jnp.repeat(xb, draws, 0)
+        rr = None if rb is None else jnp.repeat(rb, draws, 0)
+        a = truncated_logistic_sample(ka, (n * draws,), lo, hi, float(log_snr_loc), float(config.log_snr_scale))
+        eps = jax.random.normal(ke, xr.shape, jnp.float32)
+        err = jnp.square(m(add_noise(xr, eps, a), a, rr) - eps).reshape(n, draws, -1)
+        return jnp.mean(err, axis=(1, 2))
+
+    out = [np.asarray(per_stimulus(state, jnp.asarray(x[i:i + batch]),
+                                   None if r is None else jnp.asarray(r[i:i + batch]), jax.random.fold_in(key, i)))
+           for i in range(0, x.shape[0], int(batch))]
+    v = np.concatenate(out).astype(np.float64)
+    if not np.all(np.isfinite(v)):
+        raise FloatingPointError("model: the denoising loss is not finite (NaN or inf weights or outputs)")
+    return Estimate(np.float32(v.mean()), np.float32(v.std(ddof=1) / np.sqrt(v.size)), {"per_stimulus": v})
+
+
 def batch_indices(key, step: int, n: int, batch_size: int) -> np.ndarray:
     """Indices ``(batch_size,)`` into ``N = n`` examples for step ``step`` of a run with ``key``.
 
