@@ -313,15 +313,16 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, steps: int | None = Non
     _log(f"training a UNet denoiser (channels {cfg['channels']}) for {cfg['steps']} steps on {what} "
          f"(compiling the training step first)")
     t0 = time.perf_counter()
-    res = train(net, xs, rs, TrainConfig(steps=cfg["steps"], batch_size=cfg["batch"], warmup_steps=100,
-                                         checkpoint_every=max(cfg["steps"] // 4, 1)),
+    tcfg = TrainConfig(steps=cfg["steps"], batch_size=cfg["batch"], warmup_steps=100,
+                       checkpoint_every=max(cfg["steps"] // 4, 1))
+    res = train(net, xs, rs, tcfg,
                 checkpoint_dir=out / "checkpoints", key=k_train, **mode, **(dict(population=pop) if fresh else {}))
     t_train = time.perf_counter() - t0
     model = res.model
     # held-out denoising loss: the trained (EMA) network on test digits against training digits, same
     # draws and log-SNR density; fresh responses from the known population for both
     n_loss = min(cfg["n_mi"], x_test.shape[0], x_train.shape[0])
-    loc = log_snr_center(x_train, TrainConfig())
+    loc = log_snr_center(x_train, tcfg)  # the density the network was trained on
     k_loss = jax.random.fold_in(k_train, 7)
     loss_test = denoising_loss(k_loss, model, x_test[:n_loss], population=pop, log_snr_loc=loc)
     loss_train = denoising_loss(k_loss, model, x_train[:n_loss], population=pop, log_snr_loc=loc)

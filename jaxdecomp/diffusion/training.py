@@ -61,7 +61,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from jaxdecomp._checks import check_resume
+from jaxdecomp._checks import check_float, check_int, check_key, check_resume
 from jaxdecomp._files import array_fingerprint
 from jaxdecomp.diffusion import checkpoint as _ckpt
 from jaxdecomp.diffusion.networks import PairDenoiser, response_statistics
@@ -398,15 +398,13 @@ def denoising_loss(key, model: nnx.Module, x, r=None, *, population=None, config
     """
     from jaxdecomp._interfaces import Estimate
 
+    key = check_key(key)
     _check_model(model)
     _check_config(config)
     x, r = _check_data(model, x, r)
     if x.shape[0] < 2:
         raise ValueError(f"x: need at least 2 stimuli for a standard error, got {x.shape[0]}")
-    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
-        raise ValueError(f"draws: expected a positive int, got {draws!r}")
-    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise ValueError(f"batch: expected a positive int, got {batch!r}")
+    draws, batch = check_int("draws", draws, 1), check_int("batch", batch, 1)
     conditional = getattr(model, "n_neurons", None) is not None
     if r is not None and population is not None:
         raise ValueError("r, population: pass one of them (r: fixed responses; population: fresh draws)")
@@ -416,11 +414,7 @@ def denoising_loss(key, model: nnx.Module, x, r=None, *, population=None, config
         raise ValueError("r: the model is unconditional (n_neurons=None); pass neither r nor population")
     if population is not None:
         _check_population(population)
-    if log_snr_loc is None:
-        log_snr_loc = log_snr_center(x, config)
-    if isinstance(log_snr_loc, bool) or not isinstance(log_snr_loc, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(log_snr_loc):
-        raise ValueError(f"log_snr_loc: expected a finite number, got {log_snr_loc!r}")
+    log_snr_loc = log_snr_center(x, config) if log_snr_loc is None else check_float("log_snr_loc", log_snr_loc)
     lo, hi = config.log_snr_range
     graphdef, state = nnx.split(model)
 
@@ -433,14 +427,14 @@ def denoising_loss(key, model: nnx.Module, x, r=None, *, population=None, config
             rb = jax.vmap(population.sample)(jax.random.split(kr, n), xb).astype(jnp.float32)
         xr = jnp.repeat(xb, draws, 0)
         rr = None if rb is None else jnp.repeat(rb, draws, 0)
-        a = truncated_logistic_sample(ka, (n * draws,), lo, hi, float(log_snr_loc), float(config.log_snr_scale))
+        a = truncated_logistic_sample(ka, (n * draws,), lo, hi, log_snr_loc, float(config.log_snr_scale))
         eps = jax.random.normal(ke, xr.shape, jnp.float32)
         err = jnp.square(m(add_noise(xr, eps, a), a, rr) - eps).reshape(n, draws, -1)
         return jnp.mean(err, axis=(1, 2))
 
     out = [np.asarray(per_stimulus(state, jnp.asarray(x[i:i + batch]),
                                    None if r is None else jnp.asarray(r[i:i + batch]), jax.random.fold_in(key, i)))
-           for i in range(0, x.shape[0], int(batch))]
+           for i in range(0, x.shape[0], batch)]
     v = np.concatenate(out).astype(np.float64)
     if not np.all(np.isfinite(v)):
         raise FloatingPointError("model: the denoising loss is not finite (NaN or inf weights or outputs)")
