@@ -24,26 +24,29 @@ from flax import nnx
 
 from jaxdecomp import estimate as E
 from jaxdecomp import tasks
-from jaxdecomp.diffusion import TrainConfig, UNetDenoiser, train
+from jaxdecomp.diffusion import TrainConfig, UNetDenoiser, fit_gaussian_baseline, train
 from jaxdecomp.diffusion.schedules import network_levels
 
 
 def run(n_images: int = 1400, copies: int = 4, steps: int = 2000, n_test: int = 24, n_mi: int = 400,
         n_levels: int = 32, n_samples: int = 16, n_steps: int = 16, size: int = 8, seed: int = 0,
-        fresh: bool = False) -> dict:
+        fresh: bool = False, gaussian_baseline: bool = False) -> dict:
     task = tasks.digits_mixture(size)
     pop = task.encoder
     k = jax.random.split(jax.random.PRNGKey(seed), 8)
     x_prior = np.asarray(task.sample_prior(k[0], n_images))
-    net = UNetDenoiser((size, size), n_neurons=task.n_neurons, channels=(32, 64), rngs=nnx.Rngs(seed))
+    net = UNetDenoiser((size, size), n_neurons=task.n_neurons, channels=(32, 64), gaussian_baseline=gaussian_baseline,
+                       rngs=nnx.Rngs(seed))
     tcfg = TrainConfig(steps=steps, batch_size=64, progress=False)
     t0 = time.perf_counter()
+    x = np.repeat(x_prior, copies, axis=0)
+    r = np.asarray(jax.vmap(pop.sample)(jax.random.split(k[1], x.shape[0]), x))
+    if gaussian_baseline:   # moments of the training pairs only
+        fit_gaussian_baseline(net, x, r)
     if fresh:   # the encoder is known: new responses for every batch inside the training step
         model = train(net, x_prior, config=tcfg, key=k[2], population=pop).model
     else:
-        x = np.repeat(x_prior, copies, axis=0)
-        r = jax.vmap(pop.sample)(jax.random.split(k[1], x.shape[0]), x)
-        model = train(net, x, np.asarray(r), tcfg, key=k[2]).model
+        model = train(net, x, r, tcfg, key=k[2]).model
     t_train = time.perf_counter() - t0
     lv = network_levels(n_levels)
     x_mi = task.sample_prior(k[3], n_mi)
@@ -64,7 +67,8 @@ def run(n_images: int = 1400, copies: int = 4, steps: int = 2000, n_test: int = 
     rel = {name: v[0] / truth - 1 for name, v in est.items()}
     paired = net_il - exact_il
     return dict(settings=dict(n_images=n_images, copies=copies, steps=steps, n_test=n_test, n_mi=n_mi, n_levels=n_levels,
-                              n_samples=n_samples, n_steps=n_steps, size=size, seed=seed, fresh=fresh),
+                              n_samples=n_samples, n_steps=n_steps, size=size, seed=seed, fresh=fresh,
+                              gaussian_baseline=gaussian_baseline),
                 train_seconds=t_train, exact_mi=truth, exact_mi_se=float(mi_se), estimates=est, relative_errors=rel,
                 network_minus_exact_ilocal=(float(paired.mean()), sem(paired)),
                 network_ilocal=net_il, exact_ilocal=exact_il)
@@ -79,9 +83,12 @@ def main(argv=None):
     p.add_argument("--fresh", action="store_true",
                    help="new responses r ~ p(r|x) for every training batch (the encoder is known) instead of "
                         "--copies fixed responses per stimulus")
+    p.add_argument("--gaussian-baseline", action="store_true",
+                   help="the UNet predicts a residual on a Gaussian denoiser fitted to the training pairs")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    out = run(args.n_images, args.copies, args.steps, seed=args.seed, fresh=args.fresh)
+    out = run(args.n_images, args.copies, args.steps, seed=args.seed, fresh=args.fresh,
+              gaussian_baseline=args.gaussian_baseline)
     resp = "fresh responses every step" if args.fresh else f"{args.copies} responses"
     print(f"exact I(R;X) = {out['exact_mi']:.3f} +- {out['exact_mi_se']:.3f} nats "
           f"(training {out['train_seconds']:.0f} s, {args.n_images} stimuli x {resp}, {args.steps} steps)")

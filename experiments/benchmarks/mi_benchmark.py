@@ -1,6 +1,7 @@
 """Side-by-side MI benchmark on the closed-form tasks of ``mi_tasks.py``.
 
-Estimators: ours (``jaxdecomp.estimate.estimate`` with defaults, and with ``transform="copula"``) and,
+Estimators: ours (``jaxdecomp.estimate.estimate`` with defaults; ``ours-standardize`` / ``ours-copula``
+with that ``transform``) and,
 through a worker script run in a SEPARATE virtual environment (``--peers-python``; peers are never
 jaxdecomp dependencies), CCA, KSG (k = 5), InfoNCE and MINE from ``benchmark-mi`` and MMG from
 ``diffusion-mi``. A peer whose venv is not given, or that fails to import or run, is skipped with a note.
@@ -28,6 +29,7 @@ from experiments.benchmarks import mi_tasks
 
 HERE = Path(__file__).resolve().parent
 PEERS = ("cca", "ksg", "infonce", "mine", "mmg")
+OURS = {"ours": "auto", "ours-standardize": "standardize", "ours-copula": "copula"}    # name: transform
 
 
 def run_ours(x, r, transform, steps, seed):
@@ -83,6 +85,13 @@ def markdown(rows, estimators, notes):
         ok = sum(within(r["results"][e]["value"], r["truth"]) for r in done)
         counts.append(f"{ok}/{len(done)}")
     lines.append("| **within 10%** | | | | " + " | ".join(counts) + " |")
+    cover = []       # calibration: the truth within 2 reported standard errors (estimators that report one)
+    for e in estimators:
+        done = [r["results"][e] | {"truth": r["truth"]} for r in rows
+                if r["results"].get(e, {}).get("value") is not None and r["results"][e].get("stderr") is not None]
+        ok = sum(abs(d["value"] - d["truth"]) <= 2 * d["stderr"] for d in done)
+        cover.append(f"{ok}/{len(done)}" if done else "—")
+    lines.append("| **truth within 2 SE** | | | | " + " | ".join(cover) + " |")
     lines += [""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
@@ -118,7 +127,8 @@ def main():
     p.add_argument("--peers", default=",".join(PEERS))
     p.add_argument("--peer-steps", type=int, default=None, help="InfoNCE/MINE/MMG steps (default 10000; 500 with --quick)")
     p.add_argument("--peer-timeout", type=float, default=1800)
-    p.add_argument("--ours", default="ours,ours-copula", help="which of ours,ours-copula to run ('' for none)")
+    p.add_argument("--ours", default="ours", help="which of ours (estimate() defaults), ours-standardize "
+                   "(transform='standardize'), ours-copula (transform='copula') to run ('' for none)")
     p.add_argument("--ours-steps", type=int, default=None, help="override TrainConfig.steps (default: estimate's own; 300 with --quick)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="experiments/out")
@@ -149,9 +159,9 @@ def main():
             row = {"task": task.name, "family": task.family, "dim_x": task.dim_x, "dim_r": task.dim_r,
                    "truth": task.true_mi, "n": n, "results": {}}
             for e in estimators:
-                if e in ("ours", "ours-copula"):
+                if e in OURS:
                     try:
-                        res = run_ours(x, r, "copula" if e == "ours-copula" else "standardize", ours_steps, a.seed)
+                        res = run_ours(x, r, OURS[e], ours_steps, a.seed)
                     except Exception as err:  # noqa: BLE001
                         res = {"value": None, "stderr": None, "seconds": None, "error": repr(err)[:300]}
                 else:

@@ -17,7 +17,8 @@ from jaxdecomp.diffusion.analytic import (
 )
 from jaxdecomp.diffusion.checkpoint import load_model, model_info, save_model
 from jaxdecomp.diffusion.models import build_denoiser, denoiser_spec, model_spec
-from jaxdecomp.diffusion.networks import MLPDenoiser, PairDenoiser, UNetDenoiser, fit_response_scaling
+from jaxdecomp.diffusion.networks import (MLPDenoiser, PairDenoiser, UNetDenoiser, fit_gaussian_baseline,
+                                         fit_response_scaling)
 from jaxdecomp.diffusion.sampling import reverse_diffusion
 from jaxdecomp.diffusion.zeroshot import ZeroShotDenoiser, zero_shot_denoiser
 from jaxdecomp.diffusion.training import (
@@ -51,6 +52,7 @@ __all__ = [
     "build_denoiser",
     "denoiser_spec",
     "ensemble_member",
+    "fit_gaussian_baseline",
     "fit_response_scaling",
     "gaussian_denoiser",
     "gmm_denoiser",

@@ -3,10 +3,11 @@
 A spec is a plain dict (it round-trips through JSON):
 
 * ``{"kind": "unet", "shape": [H, W], "n_neurons": n, "channels": [32, 64], ...}`` and optionally
-  ``n_res``, ``emb_dim``, ``n_fourier``, ``groups``, ``dtype`` (a dtype name) for
+  ``n_res``, ``emb_dim``, ``n_fourier``, ``groups``, ``dtype`` (a dtype name), ``gaussian_baseline`` for
   :class:`~jaxdecomp.diffusion.networks.UNetDenoiser`;
 * ``{"kind": "mlp", "shape": [...], "n_neurons": n, ...}`` and optionally ``hidden``, ``depth``,
-  ``emb_dim``, ``n_fourier``, ``dtype`` for :class:`~jaxdecomp.diffusion.networks.MLPDenoiser`;
+  ``emb_dim``, ``n_fourier``, ``dtype``, ``gaussian_baseline`` (bool; its fitted moments are buffers,
+  stored with the weights) for :class:`~jaxdecomp.diffusion.networks.MLPDenoiser`;
 * ``{"kind": "pair", "unconditional": spec, "conditional": spec}`` for a
   :class:`~jaxdecomp.diffusion.networks.PairDenoiser`.
 
@@ -30,9 +31,9 @@ __all__ = ["build_denoiser", "denoiser_spec", "model_spec"]
 
 KINDS = ("unet", "mlp", "pair")
 _OPTIONAL = {
-    "unet": ("n_neurons", "channels", "n_res", "emb_dim", "n_fourier", "groups", "dtype"),
+    "unet": ("n_neurons", "channels", "n_res", "emb_dim", "n_fourier", "groups", "dtype", "gaussian_baseline"),
     # "channels" is accepted (and ignored) so that denoiser_spec(..., kind="mlp") builds
-    "mlp": ("n_neurons", "channels", "hidden", "depth", "emb_dim", "n_fourier", "dtype"),
+    "mlp": ("n_neurons", "channels", "hidden", "depth", "emb_dim", "n_fourier", "dtype", "gaussian_baseline"),
 }
 
 
@@ -123,6 +124,10 @@ def model_spec(model) -> dict:
                 emb_dim=int(model.cond.t1.out_features), n_fourier=int(model.cond.n_fourier),
                 dtype=jnp.dtype(model.dtype).name)
     if isinstance(model, UNetDenoiser):
-        return dict(kind="unet", **spec, channels=[int(blocks[0].c1.out_features) for blocks in model.down],
-                    n_res=len(model.down[0]), groups=_lcm_groups(model))
-    return dict(kind="mlp", **spec, hidden=int(model.inp.out_features), depth=len(model.blocks))
+        out = dict(kind="unet", **spec, channels=[int(blocks[0].c1.out_features) for blocks in model.down],
+                   n_res=len(model.down[0]), groups=_lcm_groups(model))
+    else:
+        out = dict(kind="mlp", **spec, hidden=int(model.inp.out_features), depth=len(model.blocks))
+    if model.gaussian_baseline:    # written only when set, so older spec files and readers are unchanged
+        out["gaussian_baseline"] = True
+    return out

@@ -425,3 +425,115 @@ def test_legacy_weights_only_directory_loads_with_template(tmp_path):
     np.testing.assert_array_equal(np.asarray(_apply(loaded, z, a, r)), np.asarray(_apply(net, z, a, r)))
     with pytest.raises(ValueError, match="not a model saved by save_model"):
         load_model(tmp_path / "old")
+
+
+def _moment_matched(mean, cov, n, seed=0):
+    """``n`` samples whose SAMPLE mean and (1/n) covariance equal ``mean`` / ``cov`` exactly."""
+    g = np.random.default_rng(seed).standard_normal((n, len(mean)))
+    g -= g.mean(0)
+    g = g @ np.linalg.inv(np.linalg.cholesky(g.T @ g / n)).T          # sample covariance exactly I
+    return mean + g @ np.linalg.cholesky(cov).T
+
+
+def test_gaussian_baseline_is_the_exact_gaussian_denoiser():
+    """Fitted on samples whose moments equal the population's, an untrained network with a Gaussian
+    baseline (output layer zero) IS the exact denoiser of a Gaussian prior with a linear-Gaussian
+    population: conditional, unconditional and dropped rows, to float32 precision."""
+    from jaxdecomp.diffusion import fit_gaussian_baseline
+    from jaxdecomp.diffusion.analytic import gaussian_denoiser
+    d, n, sd = 4, N_NEURONS, 0.7
+    rng = np.random.default_rng(3)
+    L = rng.normal(size=(d, d))
+    S, mu, A = L @ L.T / d + 0.2 * np.eye(d), rng.normal(size=d), rng.normal(size=(n, d))
+    joint = np.block([[S, S @ A.T], [A @ S, A @ S @ A.T + sd ** 2 * np.eye(n)]])
+    xr = _moment_matched(np.concatenate([mu, A @ mu]), joint, 500)
+    net = MLPDenoiser((d,), n_neurons=n, hidden=16, depth=1, emb_dim=8, n_fourier=4, gaussian_baseline=True,
+                      rngs=nnx.Rngs(0))
+    fit_gaussian_baseline(net, xr[:, :d], xr[:, d:], ridge=False)    # least squares: the sample moments
+    exact = gaussian_denoiser(mu, S, A, sd)
+    z, a, r = _inputs((d,), b=6)
+    a = jnp.linspace(-8.0, 10.0, 6)
+    want_c = np.stack([np.asarray(exact(z[i], a[i], r[i])) for i in range(6)])
+    want_u = np.stack([np.asarray(exact(z[i], a[i])) for i in range(6)])
+    np.testing.assert_allclose(np.asarray(_apply(net, z, a, r)), want_c, atol=2e-4, rtol=1e-3)
+    np.testing.assert_allclose(np.asarray(_apply(net, z, a)), want_u, atol=2e-4, rtol=1e-3)
+    drop = jnp.array([True, False, True, False, False, True])
+    np.testing.assert_allclose(np.asarray(_apply(net, z, a, r, drop)),
+                               np.where(np.asarray(drop)[:, None], want_u, want_c), atol=2e-4, rtol=1e-3)
+    # unfitted: the denoiser of N(0, I) data independent of r, eps_hat = sigma z
+    fresh = MLPDenoiser((d,), n_neurons=n, hidden=16, depth=1, gaussian_baseline=True, rngs=nnx.Rngs(1))
+    sigma = np.sqrt(np.asarray(jax.nn.sigmoid(-a)))[:, None]
+    np.testing.assert_allclose(np.asarray(_apply(fresh, z, a, r)), sigma * np.asarray(z), atol=1e-5)
+
+
+def test_gaussian_baseline_spec_and_bad_input(tmp_path):
+    from jaxdecomp.diffusion import fit_gaussian_baseline, load_model, save_model
+    from jaxdecomp.diffusion.models import build_denoiser, model_spec
+    net = MLPDenoiser((3,), n_neurons=2, hidden=8, depth=1, gaussian_baseline=True, rngs=nnx.Rngs(0))
+    spec = model_spec(net)
+    assert spec["gaussian_baseline"] is True and build_denoiser(spec).gaussian_baseline
+    assert "gaussian_baseline" not in model_spec(MLPDenoiser((3,), n_neurons=2, hidden=8, depth=1, rngs=nnx.Rngs(0)))
+    rng = np.random.default_rng(0)
+    x, r = rng.normal(size=(50, 3)), rng.normal(size=(50, 2))
+    fit_gaussian_baseline(net, x, r)
+    loaded = load_model(save_model(tmp_path / "m", net))     # the fitted moments travel with the weights
+    z, a, _ = _inputs((3,))
+    np.testing.assert_array_equal(np.asarray(_apply(loaded, z, a, r[:3])), np.asarray(_apply(net, z, a, r[:3])))
+    with pytest.raises(ValueError, match="r:"):
+        fit_gaussian_baseline(net, x)
+    with pytest.raises(ValueError, match="x:"):
+        fit_gaussian_baseline(net, x[:, :2], r)
+    with pytest.raises(ValueError, match="x:"):
+        fit_gaussian_baseline(net, np.where(x > 1, np.nan, x), r)
+    with pytest.raises(ValueError, match="r:"):
+        fit_gaussian_baseline(net, x, r[:40])
+    with pytest.raises(ValueError, match="model"):
+        fit_gaussian_baseline(MLPDenoiser((3,), n_neurons=2, hidden=8, depth=1, rngs=nnx.Rngs(0)), x, r)
+
+
+def test_unet_gaussian_baseline_matches_the_mlp_one():
+    """The UNet's baseline is the same Gaussian denoiser (both output layers start at zero)."""
+    from jaxdecomp.diffusion import fit_gaussian_baseline
+    from jaxdecomp.diffusion.models import build_denoiser, model_spec
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 4, 4)) @ rng.normal(size=(4, 4))
+    r = x.reshape(300, -1)[:, :N_NEURONS] + rng.normal(size=(300, N_NEURONS))
+    unet = UNetDenoiser((4, 4), n_neurons=N_NEURONS, channels=(8,), groups=4, emb_dim=8, n_fourier=4,
+                        gaussian_baseline=True, rngs=nnx.Rngs(0))
+    mlp = MLPDenoiser((4, 4), n_neurons=N_NEURONS, hidden=8, depth=1, gaussian_baseline=True, rngs=nnx.Rngs(0))
+    fit_gaussian_baseline(unet, x, r)
+    fit_gaussian_baseline(mlp, x, r)
+    z, a, rr = _inputs((4, 4))
+    for cond in (rr, None):
+        np.testing.assert_allclose(np.asarray(_apply(unet, z, a, cond)), np.asarray(_apply(mlp, z, a, cond)),
+                                   atol=1e-5)
+    assert not np.allclose(np.asarray(_apply(unet, z, a, rr)), np.asarray(_apply(unet, z, a, None)))
+    assert model_spec(unet)["gaussian_baseline"] is True and build_denoiser(model_spec(unet)).gaussian_baseline
+
+
+def test_gaussian_baseline_ridge_predicts_new_pairs_better_than_least_squares():
+    """60 responses, 100 training pairs: least squares fits noise (expected excess error about
+    p / (N - p) = 150% of the residual variance); the leave-one-out ridge must do better on 20,000
+    new pairs, and its residual covariance (the generalised-cross-validation one) must estimate the
+    error on new pairs (within 25%), where the in-sample one of least squares is far below it."""
+    from jaxdecomp.diffusion import fit_gaussian_baseline
+    rng = np.random.default_rng(7)
+    d, p = 5, 60
+    B = rng.normal(size=(d, p)) * 0.15
+
+    def draw(n):
+        r = rng.normal(size=(n, p))
+        return r @ B.T + rng.normal(size=(n, d)), r
+
+    x, r = draw(100)
+    xn, rn = draw(20_000)
+    err = {}
+    for ridge in (True, False):
+        net = MLPDenoiser((d,), n_neurons=p, hidden=8, depth=1, gaussian_baseline=True, rngs=nnx.Rngs(0))
+        fit_gaussian_baseline(net, x, r, ridge=ridge)
+        g = net.baseline
+        pred = np.asarray(g.mean[...]) + (rn - np.asarray(g.r_mean[...])) @ np.asarray(g.coef[...]).T
+        err[ridge] = (np.mean((xn - pred) ** 2), float(np.mean(np.asarray(g.cvals[...]))))
+    assert err[True][0] < 0.7 * err[False][0], err
+    assert 0.8 < err[True][1] / err[True][0] < 1.25, err
+    assert err[False][1] < 0.6 * err[False][0], err
