@@ -323,13 +323,17 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
     gaussian_baseline (default True): the default MLP (vector data, either direction) predicts a
     residual on top of the exact denoiser of a Gaussian fitted to the training pairs (mean,
     covariance and a leave-one-out ridge regression on the conditioning variable;
-    :func:`~jaxdecomp.diffusion.fit_gaussian_baseline`). The untrained network is then the Gaussian (linear-MMSE) denoiser, whose
-    MI is the Gaussian one, exact for jointly Gaussian data and, after ``transform="copula"``, for any
-    Gaussian copula; training (with early stopping, which also scores the untrained weights) learns
-    only what is not Gaussian. Without it the MLP must learn the linear map itself from the pairs,
-    which in 25-50 dimensions it did not (``experiments/mi_design.py``: 0.76 against 1.02 nats and
-    4.2 against 6.9). Ignored for images (UNet) and for a given ``model``, which carries its own
-    ``gaussian_baseline`` flag (fitted here when set).
+    :func:`~jaxdecomp.diffusion.fit_gaussian_baseline`). The untrained network is then the Gaussian
+    (linear-MMSE) denoiser, whose MI is the Gaussian one, exact for jointly Gaussian data and, after
+    the copula transform, for any Gaussian copula; training (with early stopping, which also scores
+    the untrained weights) learns only what is not Gaussian. Without it the MLP must learn the linear
+    map itself from the pairs, which in 25-50 dimensions it did not (``experiments/mi_design.py``:
+    0.76 against 1.02 nats and 4.2 against 6.9; with it 0.99 and 6.82). On the 25-task suite of
+    ``experiments/benchmarks/mi_benchmark.py`` 19 estimates are within 10% (BENCHMARKS.md). Ignored
+    for images (UNet: measured worse there) and for a given ``model``, which carries its own
+    ``gaussian_baseline`` flag (fitted here, on a copy, when set). When every member keeps its
+    untrained weights the members coincide and ``stderr`` is Monte Carlo only; the error of the
+    fitted moments themselves is not in it.
 
     levels: log-SNR quadrature; default ``schedules.network_levels(24)`` (Gauss-Legendre on
     ``[-10, 8]`` plus tails). The analytic default (48 nodes to 14) let network error at tiny noise
