@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxdecomp._checks import check_int, check_shape
+from jaxdecomp._checks import as_array, check_int, check_shape
 
 __all__ = [
     "MLPDenoiser",
@@ -283,12 +283,13 @@ class _GaussianBaseline(nnx.Module):
 
     def __call__(self, z, a, r, drop):
         mean = self.mean[...][None, :]
-        eps_u = self._eps(z, a, mean, self.vecs[...], self.vals[...])
         if not self.conditional or r is None:
-            return eps_u
+            return self._eps(z, a, mean, self.vecs[...], self.vals[...])
         m = mean + (r - self.r_mean[...][None, :]) @ self.coef[...].T
         eps_c = self._eps(z, a, m, self.cvecs[...], self.cvals[...])
-        return eps_c if drop is None else jnp.where(drop[:, None], eps_u, eps_c)
+        if drop is None:
+            return eps_c
+        return jnp.where(drop[:, None], self._eps(z, a, mean, self.vecs[...], self.vals[...]), eps_c)
 
 
 # ----------------------------------------------------------------------------- UNet
@@ -502,12 +503,10 @@ def fit_gaussian_baseline(model: nnx.Module, x, r=None, *, floor: float = 1e-6, 
     if not getattr(model, "gaussian_baseline", False):
         raise ValueError("model: has no Gaussian baseline (build the network with gaussian_baseline=True)")
     d = math.prod(model.shape)
-    x = np.asarray(x, np.float64)
+    x = as_array("x", x)
     if x.ndim < 2 or x.shape[1:] != tuple(model.shape) or x.shape[0] < 2:
         raise ValueError(f"x: expected shape (N >= 2, *{tuple(model.shape)}), got {x.shape}")
     x = x.reshape(x.shape[0], d)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("x: contains NaN or infinite values")
     floor = float(floor)
 
     def eig(cov):
@@ -522,11 +521,10 @@ def fit_gaussian_baseline(model: nnx.Module, x, r=None, *, floor: float = 1e-6, 
     if model.n_neurons is not None:
         if r is None:
             raise ValueError("r: the model is conditional; pass the training responses (N, n_neurons)")
-        r = np.asarray(r, np.float64)
+        r = as_array("r", r)
         if r.shape != (x.shape[0], model.n_neurons):
             raise ValueError(f"r: expected shape ({x.shape[0]}, {model.n_neurons}), got {r.shape}")
-        if not np.all(np.isfinite(r)):
-            raise ValueError("r: contains NaN or infinite values")
+        n_pairs = x.shape[0]
         mr = r.mean(0)
         rc = r - mr
         sv2 = np.linalg.svd(rc, compute_uv=False) ** 2
@@ -536,17 +534,13 @@ def fit_gaussian_baseline(model: nnx.Module, x, r=None, *, floor: float = 1e-6, 
 
             fit = RidgeCV(alphas=top * np.logspace(-8, 1, 37)).fit(rc, xc)       # leave-one-out choice
             coef, alpha = np.asarray(fit.coef_, np.float64).reshape(d, -1), float(fit.alpha_)
-        else:
-            alpha = 1e-10 * top
-            coef = np.linalg.solve(rc.T @ rc + alpha * np.eye(rc.shape[1]), rc.T @ xc).T   # (d, n)
-        res = xc - rc @ coef.T
-        n_pairs = x.shape[0]
-        if ridge:   # generalised cross-validation: the residual covariance on NEW pairs
             df = float(np.sum(sv2 / (sv2 + alpha))) + 1.0                     # + the intercept
-            res_cov = res.T @ res / n_pairs / max(1.0 - df / n_pairs, 1.0 / n_pairs) ** 2
+            gcv = max(1.0 - df / n_pairs, 1.0 / n_pairs) ** 2    # residual covariance on NEW pairs
         else:
-            res_cov = res.T @ res / n_pairs
-        cvecs, cvals = eig(res_cov)
+            coef = np.linalg.solve(rc.T @ rc + 1e-10 * top * np.eye(rc.shape[1]), rc.T @ xc).T   # (d, n)
+            gcv = 1.0
+        res = xc - rc @ coef.T
+        cvecs, cvals = eig(res.T @ res / n_pairs / gcv)
         base.r_mean[...], base.coef[...], base.cvecs[...], base.cvals[...] = (
             jnp.asarray(v, jnp.float32) for v in (mr, coef, cvecs, cvals))
     elif r is not None:

@@ -196,7 +196,6 @@ def _train_members(models: list, x: np.ndarray, c: np.ndarray, config: TrainConf
         since = 0 if improved.any() else since + 1
 
     evaluate()    # step 0: the initial weights compete too (with a Gaussian baseline they are that denoiser)
-    since = 0
     for s in range(config.steps):
         idx = np.stack([batch_indices(keys[i], s, n, bs) for i in range(E)])
         state, met = step(state, (jnp.asarray(x[idx]), jnp.asarray(c[idx])), keys)
@@ -506,19 +505,20 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
         # early_stopping=False reproduces it exactly with the same levels)
         k_m, k_t = (k_model, k_train) if d_i == 0 else (jax.random.fold_in(k_model, d_i), jax.random.fold_in(k_train, d_i))
         members = _member_list(given[dname], ensemble, tshape, n_cond, k_m, what, gaussian_baseline)
-        if es:
+        if es:   # fits the baselines on its own training split, without the validation pairs
             nets, loss_rows, vinfo = _train_members(members, target[fit], cond[fit], config, k_t,
                                                     validation=validation, eval_every=eval_every, patience=patience)
             validation_info[dname] = vinfo
-        elif ensemble == 1:
-            members = _fitted_baselines(members, target[fit], cond[fit])
-            res = train(members[0], target[fit], cond[fit], config, checkpoint_dir=checkpoint_dir, key=k_t)
-            nets, loss_rows = [res.model], res.losses
         else:
             members = _fitted_baselines(members, target[fit], cond[fit])
-            res = train_ensemble(members, target[fit], cond[fit], config, checkpoint_dir=checkpoint_dir,
-                                 keys=list(jax.random.split(k_t, ensemble)))
-            nets, loss_rows = [m.model for m in res], np.concatenate([res[0].losses[:, :1]] + [m.losses[:, 1:] for m in res], 1)
+            if ensemble == 1:
+                res = train(members[0], target[fit], cond[fit], config, checkpoint_dir=checkpoint_dir, key=k_t)
+                nets, loss_rows = [res.model], res.losses
+            else:
+                res = train_ensemble(members, target[fit], cond[fit], config, checkpoint_dir=checkpoint_dir,
+                                     keys=list(jax.random.split(k_t, ensemble)))
+                nets, loss_rows = [m.model for m in res], np.concatenate(
+                    [res[0].losses[:, :1]] + [m.losses[:, 1:] for m in res], 1)
         trained[dname], losses[dname] = nets, loss_rows
         # every member on the same held-out pairs and noise draws (k_est): the Monte Carlo part is shared
         f_dir = {f: np.stack([np.asarray(mutual_information(k_est, net, target[test], cond[test], levels=levels, form=f,
