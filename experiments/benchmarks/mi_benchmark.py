@@ -41,8 +41,11 @@ def run_ours(x, r, transform, steps, seed):
         kw["config"] = TrainConfig(steps=steps, progress=False)
     t0 = time.perf_counter()
     est = estimate(x, r, **kw)
+    i = est.info
     return {"value": float(est.value), "stderr": float(est.stderr), "seconds": time.perf_counter() - t0,
-            "error": None}
+            "error": None, "gap": [float(v) for v in i["gap"]], "orthogonal": [float(v) for v in i["orthogonal"]],
+            "mc_stderr": float(i["mc_stderr"]), "training_stderr": float(i["training_stderr"]),
+            "form_stderr": float(i.get("form_stderr", 0.0)), "crossfit": bool(i.get("crossfit", False))}
 
 
 def run_peer(python, name, npz, steps, seed, timeout):

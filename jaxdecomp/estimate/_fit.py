@@ -124,12 +124,14 @@ def _validation_draws(key, xv: np.ndarray, cv: np.ndarray, config: TrainConfig, 
     return add_noise(jnp.asarray(xv), eps, a), a, eps, jnp.asarray(cv)
 
 
-def _make_val_loss(graphdef):
-    """(conditional, unconditional) mean squared eps error of each stacked member on fixed draws."""
+def _make_val_loss(graphdef, per_member: bool = False):
+    """(conditional, unconditional) mean squared eps error of each stacked member on fixed draws
+    (``per_member``: each member has its own noisy stimuli ``z`` and responses ``c``, axis 0)."""
     def one(params, buffers, z, a, eps, c):
         m = nnx.merge(graphdef, params, buffers)
         return jnp.mean(jnp.square(m(z, a, c) - eps)), jnp.mean(jnp.square(m(z, a, None) - eps))
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None)))
+    data_axis = 0 if per_member else None
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, data_axis, None, None, data_axis)))
 
 
 @jax.jit
@@ -151,9 +153,14 @@ def _fitted_baselines(models: list, x: np.ndarray, c: np.ndarray) -> list:
 
 
 def _train_members(models: list, x: np.ndarray, c: np.ndarray, config: TrainConfig, key, *, validation: float,
-                   eval_every: int | None, patience: int):
+                   eval_every: int | None, patience: int, train_idx: np.ndarray | None = None):
     """Train ``E = len(models)`` members in one vmapped program (:func:`init_ensemble` and a vmapped
     :func:`make_train_step`, the pieces :func:`train_ensemble` uses) on ``1 - validation`` of the pairs.
+
+    ``train_idx``: None (every member trains on all rows of ``x`` / ``c``) or ``(E, n)`` row indices,
+    member ``e`` training on ``x[train_idx[e]]`` (cross-fitting: different pairs per member). The
+    validation split takes the same positions of each member's rows, so with identical rows it is
+    the shared split.
 
     Every ``eval_every`` steps the EMA weights of each member are scored on the validation pairs with
     fixed noise draws: ``val = (loss(z, a, c) + loss(z, a, None)) / 2`` (the conditional and the
@@ -161,25 +168,43 @@ def _train_members(models: list, x: np.ndarray, c: np.ndarray, config: TrainConf
     Each member keeps its best EMA weights; training stops when no member has improved for
     ``patience`` evaluations (or at ``config.steps``). Returns (list of trained modules, info dict).
     """
-    E, n_all = len(models), x.shape[0]
+    E = len(models)
+    shared = train_idx is None
+    if shared:
+        train_idx = np.broadcast_to(np.arange(x.shape[0]), (E, x.shape[0]))
+    train_idx = np.asarray(train_idx)
+    if train_idx.ndim != 2 or train_idx.shape[0] != E:
+        raise ValueError(f"train_idx: expected ({E}, n) row indices, got shape {train_idx.shape}")
+    n_all = train_idx.shape[1]
     kperm, kval, krun = jax.random.split(key, 3)
     perm = np.asarray(jax.random.permutation(kperm, n_all))
     n_val = max(2, int(round(validation * n_all)))
-    vi, ti = perm[:n_val], perm[n_val:]
-    xv, cv, x, c = x[vi], c[vi], x[ti], c[ti]
-    models = _fitted_baselines(models, x, c)
-    n = x.shape[0]
+    vi, ti = train_idx[:, perm[:n_val]], train_idx[:, perm[n_val:]]        # (E, n_val), (E, n)
+    if shared:
+        models = _fitted_baselines(models, x[ti[0]], c[ti[0]])
+    else:
+        models = [_fitted_baselines([m], x[ti[e]], c[ti[e]])[0] for e, m in enumerate(models)]
+    n = ti.shape[1]
     bs = min(config.batch_size, n)
     if bs != config.batch_size:
         config = TrainConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__}, "batch_size": bs})
     eval_every = max(1, config.steps // 30) if eval_every is None else eval_every
     tx = make_optimizer(config)
-    loc = log_snr_center(x, config)
+    loc = log_snr_center(x[ti[0]], config)
     step = jax.jit(jax.vmap(make_train_step(models[0], config, tx=tx, log_snr_loc=loc)))
-    state = init_ensemble(models, config, r=c, tx=tx)
+    if shared:
+        state = init_ensemble(models, config, r=c[ti[0]], tx=tx)
+    else:     # each member's response statistics from its own training pairs
+        state = jax.tree.map(lambda *a: jnp.concatenate(a), *[init_ensemble([m], config, r=c[ti[e]], tx=tx)
+                                                               for e, m in enumerate(models)])
     graphdef = nnx.graphdef(models[0])
-    val_loss = _make_val_loss(graphdef)
-    vb = _validation_draws(kval, xv, cv, config, loc, draws=max(1, int(np.ceil(2000 / n_val))))
+    val_loss = _make_val_loss(graphdef, per_member=not shared)
+    draws = max(1, int(np.ceil(2000 / n_val)))
+    if shared:
+        vb = _validation_draws(kval, x[vi[0]], c[vi[0]], config, loc, draws)
+    else:     # the same log-SNR and eps draws for every member, on its own validation pairs
+        vbs = [_validation_draws(kval, x[vi[e]], c[vi[e]], config, loc, draws) for e in range(E)]
+        vb = (jnp.stack([v[0] for v in vbs]), vbs[0][1], vbs[0][2], jnp.stack([v[3] for v in vbs]))
     keys = jax.random.split(krun, E)
     best, best_loss, best_step = state.ema_params, np.full(E, np.inf), np.zeros(E, int)
     curve, rows, acc, since, done = [], [], np.zeros(E), 0, 0
@@ -197,7 +222,7 @@ def _train_members(models: list, x: np.ndarray, c: np.ndarray, config: TrainConf
 
     evaluate()    # step 0: the initial weights compete too (with a Gaussian baseline they are that denoiser)
     for s in range(config.steps):
-        idx = np.stack([batch_indices(keys[i], s, n, bs) for i in range(E)])
+        idx = np.stack([ti[i][batch_indices(keys[i], s, n, bs)] for i in range(E)])
         state, met = step(state, (jnp.asarray(x[idx]), jnp.asarray(c[idx])), keys)
         acc = acc + np.asarray(met["loss"], np.float64)
         done = s + 1
@@ -214,7 +239,7 @@ def _train_members(models: list, x: np.ndarray, c: np.ndarray, config: TrainConf
             "loss_conditional": np.array([row[2] for row in curve]),
             "loss_unconditional": np.array([row[3] for row in curve]),
             "best_step": best_step, "best_loss": best_loss, "stopped_step": done, "n_validation": n_val,
-            "eval_every": eval_every, "patience": patience, "validation_index": vi, "draws": int(vb[0].shape[0] // n_val)}
+            "eval_every": eval_every, "patience": patience, "validation_index": vi[0] if shared else vi, "draws": draws}
     return nets, np.asarray(rows, np.float64).reshape(-1, 1 + E), info
 
 
@@ -238,6 +263,32 @@ def _crossed_se(f: np.ndarray):
     s_e2 = float((resid ** 2).sum() / ((K - 1) * (N - 1)))
     train_var = max(0.0, (float(m.var(ddof=1)) - s_e2 / N) / K)
     return float(f.mean()), float(np.sqrt(mc ** 2 + train_var)), mc, m, train_var
+
+
+def _nested_se(fs: list):
+    """Mean and standard error of cross-fitted per-pair values: ``fs[k]`` holds member ``k``'s values
+    on ITS OWN held-out fold (every pair evaluated once, by the one member that did not train on it).
+
+    One-way random-effects model ``f_j = mu + a_k(j) + b_j`` (a: the member, from its training pairs
+    and training randomness; b: pair and noise draw, nested in the folds). The pair-weighted mean
+    has variance ``s_a^2 sum_k (n_k/N)^2 + s_b^2/N``. ``s_b^2`` is the pooled within-fold variance
+    (``N - K`` degrees of freedom), so ``mc^2 = s_b^2 / N``; the between-fold variance of the fold
+    means estimates ``s_a^2 + s_b^2 / n_k``, so ``s_a^2`` is it less that share (floored at 0).
+    Returns (mean, se, mc, member_means, training_var), as :func:`_crossed_se`."""
+    fs = [np.asarray(f, np.float64) for f in fs]
+    K = len(fs)
+    nk = np.array([f.shape[0] for f in fs], float)
+    N = float(nk.sum())
+    allv = np.concatenate(fs)
+    m = np.array([f.mean() for f in fs])
+    if K == 1:
+        mc = float(allv.std(ddof=1) / np.sqrt(N))
+        return float(m[0]), mc, mc, m, 0.0
+    s_b2 = float(sum(((f - f.mean()) ** 2).sum() for f in fs) / (N - K))
+    mc = float(np.sqrt(s_b2 / N))
+    s_a2 = max(0.0, float(m.var(ddof=1)) - s_b2 * float(np.mean(1.0 / nk)))
+    train_var = s_a2 * float(np.sum((nk / N) ** 2))
+    return float(allv.mean()), float(np.sqrt(mc ** 2 + train_var)), mc, m, train_var
 
 
 def _member_list(model, K: int, shape, n_cond: int, key, what: str, gaussian_baseline: bool = False) -> list:
@@ -270,20 +321,27 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
              levels: Levels | None = None, form: str = "gap", n_noise: int = 4, transform: str = "auto",
              checkpoint_dir=None, ensemble: int = ENSEMBLE, direction: str = "x|r",
              early_stopping: bool = True, validation: float = 0.1, eval_every: int | None = None,
-             patience: int = 5, gaussian_baseline: bool = True) -> Estimate:
+             patience: int = 5, gaussian_baseline: bool = True, crossfit: bool = True) -> Estimate:
     """I(R;X) in nats from paired samples ``(x_j, r_j)``, for users who only have data.
 
-    Trains one conditional denoiser with condition dropout (so it is also the unconditional
-    one) on a ``1 - holdout`` share of the pairs, then applies :func:`mutual_information`
-    to the held-out pairs (an estimate on pairs the network never saw, so memorisation
-    cannot inflate it). The default ``form="gap"`` is the less biased of the two with trained
+    Trains conditional denoisers with condition dropout (so each is also the unconditional one)
+    and applies :func:`mutual_information` to pairs the network never saw, so memorisation cannot
+    inflate the estimate. By default (``crossfit=True``, ``ensemble=K`` members) the pairs are cut
+    into ``K`` folds, member ``k`` is trained on the other folds and evaluated on fold ``k``: EVERY
+    pair is evaluated once, by a network that did not see it. Without cross-fitting (``crossfit=False``,
+    ``ensemble=1`` or ``checkpoint_dir``) all members train on a ``1 - holdout`` share and are
+    evaluated on the same held-out ``holdout`` share. The default ``form="gap"`` is the less biased of the two with trained
     networks: in ``experiments/trained_vs_exact.py`` (10,000 pairs, 8,000 steps on CPU) the gap
     form was within 2.5% of the truth and the orthogonal form 3-6% high, because network errors
     add to ``|eps_c - eps_u|^2`` but partly cancel in a difference of errors.
 
     Invariance (``transform``). I(R;X) is unchanged by any invertible map of ``x`` or of ``r``, but a
-    denoiser trained on a fixed log-SNR range is not: raw units matter. So both are transformed first,
-    with parameters fitted on the TRAINING pairs only (held-out pairs are mapped with them):
+    denoiser trained on a fixed log-SNR range is not: raw units matter. So both are transformed first.
+    Without cross-fitting the parameters are fitted on the TRAINING pairs only (held-out pairs are
+    mapped with them); with it, on all pairs: a per-column map uses each variable's marginal values
+    only, never which ``x`` goes with which ``r``, so it carries nothing about the dependence into the
+    held-out evaluation (the Gaussian baseline, which does use the pairing, is fitted per member on
+    its own training folds). Constant columns are judged on the same pairs.
 
     * ``"auto"`` (default): ``"copula"`` for vector stimuli, ``"standardize"`` for images (a per-pixel
       warp would break the spatial structure the UNet relies on). With the Gaussian baseline (below)
@@ -328,8 +386,8 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
     the untrained weights) learns only what is not Gaussian. Without it the MLP must learn the linear
     map itself from the pairs, which in 25-50 dimensions it did not (``experiments/mi_design.py``:
     0.76 against 1.02 nats and 4.2 against 6.9; with it 0.99 and 6.82). On the 25-task suite of
-    ``experiments/benchmarks/mi_benchmark.py`` 19 estimates are within 10% (BENCHMARKS.md). Ignored
-    for images (UNet: measured worse there) and for a given ``model``, which carries its own
+    ``experiments/benchmarks/mi_benchmark.py`` 21 estimates are within 10% (19 before cross-fitting;
+    BENCHMARKS.md). Ignored for images (UNet: measured worse there) and for a given ``model``, which carries its own
     ``gaussian_baseline`` flag (fitted here, on a copy, when set). When every member keeps its
     untrained weights the members coincide and ``stderr`` is Monte Carlo only; the error of the
     fitted moments themselves is not in it.
@@ -349,18 +407,31 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
     ``(value, stderr)`` per form is in ``info["directions"]``. ``model`` may then be a dict
     ``{"x|r": ..., "r|x": ...}``.
 
-    ensemble: ``K`` members (different initial weights and noise / batch keys, the same training
-    pairs) trained in one vmapped program (:func:`init_ensemble` + a vmapped
-    :func:`make_train_step`; with ``checkpoint_dir``, :func:`train_ensemble`). Every member is
+    crossfit (default True, with ``ensemble >= 2``): the members are trained on different folds, in
+    the same vmapped program (each with its own batches, validation pairs and Gaussian baseline).
+    Why: the held-out pairs' own sample mean of the pointwise MI scatters around the truth by
+    ``sd / sqrt(N_heldout)``, which at 2,000 of 10,000 pairs was 4-6% of the MI on the benchmark's
+    1-5-D tasks, a large part of their error; evaluating all ``N`` pairs divides that part by
+    ``sqrt(1 / holdout)`` (2.2x at the default). Each member trains on ``1 - 1/K`` of the pairs (2/3
+    at ``K = 3``, against 80% without). The per-pair values are nested in the folds
+    (``f_j = mu + a_k(j) + b_j``) and the error is the one-way random-effects one
+    (:func:`_nested_se`): the pooled within-fold variance over ``N`` (Monte Carlo) plus the
+    between-fold spread less its pair share (members, which now also differ in their training pairs).
+    ``info["folds"]``: the pair indices of each fold; ``holdout`` is then unused.
+
+    ensemble: ``K`` members (different initial weights and noise / batch keys) trained in one vmapped
+    program (:func:`init_ensemble` + a vmapped :func:`make_train_step`; with ``checkpoint_dir``,
+    :func:`train_ensemble`). Without cross-fitting they share the training pairs and every member is
     evaluated on the SAME held-out pairs and noise draws, so the per-pair values ``f_kj`` follow a
     crossed design ``mu + a_k + b_j + e_kj``; the estimate is the grand mean and its variance
     ``s_a^2/K + s_b^2/N + s_e^2/(NK)`` is estimated term by term (:func:`_crossed_se`): the Monte
     Carlo part (over pairs and noise, shared by the members, so it does not shrink with ``K``) from
     the per-pair means, the training part from the between-member spread of the member means less
-    its interaction share. ``stderr = sqrt(mc^2 + training^2)`` covers Monte Carlo and training
-    variability (initialisation, batch order, training noise) but NOT a bias shared by all members
-    (capacity, training length, the data set itself): judge that from the gap / orthogonal
-    disagreement. With ``K = 1`` stderr is Monte Carlo only (a note says so). ``model`` may be one
+    its interaction share. ``sqrt(mc^2 + training^2)`` (``info["statistical_stderr"]``) covers Monte
+    Carlo and training variability (initialisation, batch order, training noise) but NOT a bias shared by all members
+    (capacity, training length, the data set itself): the gap / orthogonal disagreement measures
+    part of that and is added to ``stderr`` (below). With ``K = 1`` the statistical part is Monte
+    Carlo only (a note says so). ``model`` may be one
     module (members are copies of its weights, differing in their keys) or a list of ``K``.
     Default ``ENSEMBLE = 3`` (the fewest members whose spread has 2 degrees of freedom), so that the
     error covers training variability by default. Cost: about ``K`` times one member (measured on
@@ -379,8 +450,15 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
     ``stopped_step``). ``early_stopping=False`` (or a ``checkpoint_dir``) trains for exactly
     ``config.steps`` and keeps the final EMA weights (with ``ensemble=1``, the old training).
 
-    Returns :class:`~jaxdecomp.estimate.Estimate`: ``value`` (nats, never negative) and ``stderr``
-    (Monte Carlo plus training variability when ``ensemble > 1``; see above) as floats, and ``info``:
+    Returns :class:`~jaxdecomp.estimate.Estimate`: ``value`` (nats, never negative) and ``stderr`` as
+    floats, and ``info``. ``stderr = sqrt(mc^2 + training^2 + form^2)``: Monte Carlo, training
+    variability (``ensemble > 1``; see above) and ``form = sqrt(max(0, D^2 - se_D^2)) / 2``, half the
+    gap / orthogonal difference ``D`` beyond its own paired noise ``se_D``. With exact denoisers the
+    two forms agree in expectation; a network's estimation error pushes the orthogonal form up and
+    the gap form down by about the same amount, so ``D / 2`` is a scale of the error the network
+    adds. It does NOT cover an error that lowers both forms alike (a network that misses part of
+    the dependence, e.g. the benchmark's Student-t tasks, 6-11% low with the forms agreeing): no
+    internal check sees that. ``info``:
 
     * ``raw_value``: the selected form's estimate before clipping; ``clipped``: True when it was
       negative and ``value`` was set to 0 (``stderr`` is kept: a raw value within about 2 stderr
@@ -390,10 +468,14 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
       exact denoisers the two have the same expectation, so a large difference measures network
       error; beyond ``DISAGREEMENT_SE`` (3) ``diagnostic`` says so (else None).
     * ``notes`` (dropped columns, all-constant input, duplicates), ``transform``, ``model``, ``losses``,
-      ``n_train`` / ``n_heldout``, ``dropped_x`` / ``dropped_r`` (indices of dropped columns);
+      ``n_train`` (pairs per member, before the validation share) / ``n_heldout`` (pairs evaluated:
+      all of them with cross-fitting), ``dropped_x`` / ``dropped_r`` (indices of dropped columns);
       ``model`` is member 0 (a dict per direction with ``"both"``), ``models`` all members.
-    * ``ensemble``, ``direction``, ``member_values`` (per form, the ``K`` member estimates),
-      ``mc_stderr`` / ``training_stderr`` (the two parts of ``stderr``), ``directions``, ``validation``.
+    * ``crossfit`` (whether it was used), ``folds`` (with it: the pair indices member ``k`` was
+      evaluated on), ``ensemble``, ``direction``, ``member_values`` (per form, the ``K`` member
+      estimates; with cross-fitting each on its own fold, so they also scatter with the pairs),
+      ``mc_stderr`` / ``training_stderr`` / ``form_stderr`` (the three parts of ``stderr``),
+      ``statistical_stderr`` (the first two combined), ``directions``, ``validation``.
     """
     if transform not in TRANSFORMS:
         raise ValueError(f"transform: expected one of {TRANSFORMS}, got {transform!r}")
@@ -406,6 +488,8 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
             or not 0 < validation < 1:
         raise ValueError(f"validation: expected a fraction in (0, 1), got {validation!r}")
     patience = _check_count("patience", patience, 1)
+    if not isinstance(crossfit, (bool, np.bool_)):
+        raise TypeError(f"crossfit: expected True or False, got {crossfit!r}")
     if eval_every is not None:
         eval_every = _check_count("eval_every", eval_every, 1)
     x = _as_float("x", x)
@@ -431,16 +515,32 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
     key = jax.random.PRNGKey(0) if key is None else key
     k_split, k_model, k_train, k_est = jax.random.split(key, 4)
     perm = np.asarray(jax.random.permutation(k_split, n))
-    test, fit = perm[:n_test], perm[n_test:]
     shape = x.shape[1:]
     notes: list[str] = []
-    info = dict(n_train=len(fit), n_heldout=n_test, notes=notes, dropped_x=[], dropped_r=[])
+    cf = bool(crossfit) and ensemble > 1 and checkpoint_dir is None and n // ensemble >= 2
+    if crossfit and ensemble > 1 and not cf:
+        notes.append("crossfit: off (" + ("a resumable run with checkpoint_dir trains every member on one split"
+                                          if checkpoint_dir is not None else f"fewer than 2 pairs per fold for "
+                                          f"ensemble={ensemble}") + "); evaluated on the holdout split")
+    if cf:     # member k trains on the other folds and is evaluated on fold k: every pair is evaluated once
+        tests = np.array_split(perm, ensemble)
+        n_fit = n - max(len(t) for t in tests)
+        fits = [np.concatenate([t for j, t in enumerate(tests) if j != k])[:n_fit] for k in range(ensemble)]
+        test, fit = perm, perm         # marginal transforms and constant columns: all pairs (see docstring)
+    else:
+        test, fit = perm[:n_test], perm[n_test:]
+        tests, fits = [test] * ensemble, None
+    info = dict(n_train=len(fits[0]) if cf else len(fit), n_heldout=len(test), notes=notes, dropped_x=[],
+                dropped_r=[], crossfit=cf, folds=tests if cf else None)
 
     # duplicates: kept (see docstring), counted
     pairs = np.concatenate([x.reshape(n, -1), r], axis=1)
     info["duplicate_pairs"] = int(n - len(np.unique(pairs, axis=0)))
-    seen = {row.tobytes() for row in pairs[fit]}
-    info["heldout_seen_in_training"] = int(sum(pairs[j].tobytes() in seen for j in test))
+    seen_in = 0
+    for k, (te, fi) in enumerate(zip(tests, fits) if cf else [(test, fit)]):
+        seen = {row.tobytes() for row in pairs[fi]}
+        seen_in += int(sum(pairs[j].tobytes() in seen for j in te))
+    info["heldout_seen_in_training"] = seen_in
     if info["duplicate_pairs"]:
         notes.append(f"{info['duplicate_pairs']} pairs repeat an earlier pair ({info['heldout_seen_in_training']} "
                      "held-out pairs also occur in the training split); kept as draws of p(x, r). If they are "
@@ -497,7 +597,8 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
     es = bool(early_stopping) and checkpoint_dir is None
     if early_stopping and checkpoint_dir is not None:
         notes.append("checkpoint_dir: early stopping is off for a resumable run; trained for config.steps")
-    per = {f: [] for f in ("gap", "orthogonal")}      # per direction: (K, N_test) per-pair values
+    per = {f: [] for f in ("gap", "orthogonal")}      # per direction: (K, N_test) per-pair values, or K folds
+    se_of = _nested_se if cf else _crossed_se
     trained, losses, validation_info, dir_est = {}, {}, {}, {}
     for d_i, dname in enumerate(dirs):
         target, cond, tshape, n_cond, what = spec[dname]
@@ -506,9 +607,23 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
         k_m, k_t = (k_model, k_train) if d_i == 0 else (jax.random.fold_in(k_model, d_i), jax.random.fold_in(k_train, d_i))
         members = _member_list(given[dname], ensemble, tshape, n_cond, k_m, what, gaussian_baseline)
         if es:   # fits the baselines on its own training split, without the validation pairs
-            nets, loss_rows, vinfo = _train_members(members, target[fit], cond[fit], config, k_t,
-                                                    validation=validation, eval_every=eval_every, patience=patience)
+            if cf:
+                nets, loss_rows, vinfo = _train_members(members, target, cond, config, k_t, validation=validation,
+                                                        eval_every=eval_every, patience=patience,
+                                                        train_idx=np.stack(fits))
+            else:
+                nets, loss_rows, vinfo = _train_members(members, target[fit], cond[fit], config, k_t,
+                                                        validation=validation, eval_every=eval_every,
+                                                        patience=patience)
             validation_info[dname] = vinfo
+        elif cf:   # no early stopping: each member for config.steps on its own folds (one run each)
+            nets, loss_rows = [], []
+            for k, (m, fi) in enumerate(zip(members, fits)):
+                m = _fitted_baselines([m], target[fi], cond[fi])[0]
+                res = train(m, target[fi], cond[fi], config, key=jax.random.fold_in(k_t, k))
+                nets.append(res.model)
+                loss_rows.append(res.losses if k == 0 else res.losses[:, 1:])
+            loss_rows = np.concatenate(loss_rows, 1)
         else:
             members = _fitted_baselines(members, target[fit], cond[fit])
             if ensemble == 1:
@@ -520,18 +635,29 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
                 nets, loss_rows = [m.model for m in res], np.concatenate(
                     [res[0].losses[:, :1]] + [m.losses[:, 1:] for m in res], 1)
         trained[dname], losses[dname] = nets, loss_rows
-        # every member on the same held-out pairs and noise draws (k_est): the Monte Carlo part is shared
-        f_dir = {f: np.stack([np.asarray(mutual_information(k_est, net, target[test], cond[test], levels=levels, form=f,
-                                                            n_noise=n_noise, return_pairs=True).info["per_pair"],
-                                         np.float64) for net in nets]) for f in per}
+        # without cross-fitting every member is evaluated on the same held-out pairs and noise draws
+        # (k_est), so the Monte Carlo part is shared; with it, member k on its own fold k
+        # (both forms from one pass: the same values as two calls with k_est, half the network calls)
+        f_dir = {f: [] for f in per}
+        for net, te in zip(nets, tests):
+            both = mutual_information(k_est, net, target[te], cond[te], levels=levels, form="both",
+                                      n_noise=n_noise, return_pairs=True)
+            for f in per:
+                f_dir[f].append(np.asarray(both[f].info["per_pair"], np.float64))
+        if not cf:
+            f_dir = {f: np.stack(v) for f, v in f_dir.items()}
         for f in per:
             per[f].append(f_dir[f])
-        dir_est[dname] = {f: _crossed_se(f_dir[f])[:2] for f in per}
-    fk = {f: np.mean(per[f], axis=0) for f in per}      # (K, N): directions averaged per member and pair
+        dir_est[dname] = {f: se_of(f_dir[f])[:2] for f in per}
+    # directions averaged per member and pair: (K, N) crossed, or K folds
+    fk = {f: [np.mean([d[k] for d in per[f]], axis=0) for k in range(ensemble)] for f in per}
+    if not cf:
+        fk = {f: np.stack(v) for f, v in fk.items()}
 
-    summary = {f: _crossed_se(fk[f]) for f in fk}
+    summary = {f: se_of(fk[f]) for f in fk}
     pairs_out = {f: (s[0], s[1]) for f, s in summary.items()}
-    d_mean, d_se, *_ = _crossed_se(fk["gap"] - fk["orthogonal"])
+    d_mean, d_se, *_ = se_of([g - o for g, o in zip(fk["gap"], fk["orthogonal"])] if cf
+                             else fk["gap"] - fk["orthogonal"])
     z = float(d_mean / d_se) if d_se > 0 else (0.0 if d_mean == 0 else float(np.sign(d_mean) * np.inf))
     diagnostic = None
     if abs(z) > DISAGREEMENT_SE:
@@ -541,6 +667,12 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
                       "bias shared by the members (not in stderr) exceeds the error bars; train longer, on "
                       "more pairs, or try direction='r|x' / 'both'")
     raw, stderr = pairs_out[form]
+    # the network's share of the error that the forms reveal: with exact denoisers they agree in
+    # expectation, and a network's estimation error moves them apart (orthogonal up by about E|delta|^2,
+    # gap down by about as much), so half their difference beyond its own noise is a scale of that error
+    sys_var = max(0.0, float(d_mean) ** 2 - float(d_se) ** 2) / 4
+    stat_stderr = stderr
+    stderr = float(np.sqrt(stderr ** 2 + sys_var))
     clipped = raw < 0
     if clipped:
         notes.append(f"the {form} form gave {raw:.4g} +/- {stderr:.2g} nats (negative); value clipped to 0")
@@ -553,9 +685,11 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
                 gap=pairs_out["gap"], orthogonal=pairs_out["orthogonal"], form_disagreement_se=z,
                 diagnostic=diagnostic, ensemble=ensemble, direction=direction,
                 member_values={f: summary[f][3] for f in summary}, mc_stderr=mc,
-                training_stderr=float(np.sqrt(train_var)),
+                training_stderr=float(np.sqrt(train_var)), form_stderr=float(np.sqrt(sys_var)),
+                statistical_stderr=stat_stderr,
                 directions=dir_est if direction == "both" else None,
                 validation=(validation_info[single] if len(dirs) == 1 else validation_info) if es else None)
     if ensemble == 1:
-        notes.append("ensemble=1: stderr is Monte Carlo only (no estimate of training variability)")
+        notes.append("ensemble=1: no estimate of training variability in stderr (Monte Carlo and the form "
+                     "disagreement only)")
     return Estimate(max(raw, 0.0), stderr, info)

@@ -30,6 +30,15 @@ def _model(d=1, n=1):
     return MLPDenoiser((d,), n_neurons=n, hidden=64, depth=2, rngs=nnx.Rngs(0))
 
 
+def _both_forms(fake):
+    """A per-form stand-in for ``mutual_information`` that also answers ``form="both"`` (as estimate calls it)."""
+    def mi(key, model, x, r, *, form, **kw):
+        if form == "both":
+            return {f: fake(key, model, x, r, form=f, **kw) for f in ("gap", "orthogonal")}
+        return fake(key, model, x, r, form=form, **kw)
+    return mi
+
+
 def _run(x, r, **kw):
     kw.setdefault("model", _model(1, 1))
     kw.setdefault("ensemble", 1)      # one member keeps the heavy tier's time (ensembles: the tests below)
@@ -167,12 +176,12 @@ def stubbed(monkeypatch):
         return Estimate(per.mean(), per.std(ddof=1) / np.sqrt(n), {"per_pair": per})
 
     def fake_members(models, x, c, config, key, **kw):
-        seen["x"], seen["r"] = x, c
+        seen["x"], seen["r"], seen["train_idx"] = x, c, kw.get("train_idx")
         return list(models), np.zeros((1, 1 + len(models))), {"steps": np.array([1])}
 
     monkeypatch.setattr(_fit, "train", fake_train)
     monkeypatch.setattr(_fit, "_train_members", fake_members)
-    monkeypatch.setattr(_fit, "mutual_information", fake_mi)
+    monkeypatch.setattr(_fit, "mutual_information", _both_forms(fake_mi))
     return seen
 
 
@@ -201,9 +210,16 @@ def test_integer_boolean_and_duplicates(stubbed):
     assert est.info["duplicate_pairs"] == 200 - len(np.unique(np.concatenate([xi, rb], 1), axis=0))
     assert est.info["heldout_seen_in_training"] > 0
     assert any("deduplicate" in s for s in est.info["notes"])
-    # 1-D inputs mean N scalars / one neuron
-    estimate(xi[:, 0], rb[:, 0].astype(int), model=_model(1, 1))
-    assert stubbed["x"].shape == (160, 1) and stubbed["r"].shape == (160, 1)
+    # 1-D inputs mean N scalars / one neuron; without cross-fitting the members train on the 80% split
+    estimate(xi[:, 0], rb[:, 0].astype(int), model=_model(1, 1), crossfit=False)
+    assert stubbed["x"].shape == (160, 1) and stubbed["r"].shape == (160, 1) and stubbed["train_idx"] is None
+    # with it (the default) they get all pairs and each its own training rows: the other two folds
+    cf = estimate(xi[:, 0], rb[:, 0].astype(int), model=_model(1, 1))
+    assert stubbed["x"].shape == (200, 1) and stubbed["train_idx"].shape == (3, 200 - 67)
+    folds = cf.info["folds"]
+    assert cf.info["crossfit"] and cf.info["n_heldout"] == 200 and sorted(np.concatenate(folds)) == list(range(200))
+    for k, rows in enumerate(stubbed["train_idx"]):
+        assert not set(rows) & set(folds[k]) and len(set(rows)) == len(rows)
 
 
 def test_bad_input():
@@ -257,6 +273,56 @@ def test_crossed_se_is_calibrated():
     assert s1 == mc1 and tv == 0.0 and m == pytest.approx(f[0, 0].mean())
 
 
+def test_nested_se_is_calibrated():
+    # Cross-fitting: member k is evaluated on its own fold only, f_j = mu + a_k(j) + b_j with folds of
+    # unequal size (34, 33, 33). Over 4000 simulated runs the mean of se^2 must match the empirical
+    # variance of the pair-weighted mean (relative SE of a variance ratio from 4000 draws: ~2-3%, so
+    # 10% is > 3 SE; upwards see below), and the Monte Carlo part alone must miss the member variance.
+    rng = np.random.default_rng(1)
+    sizes, reps, sa, sb = (34, 33, 33), 4000, 0.06, 0.4
+    N = sum(sizes)
+    means, se2, mc2 = [], [], []
+    for _ in range(reps):
+        fs = [rng.normal(0, sa) + rng.normal(0, sb, n) for n in sizes]
+        m, se, mc, mm, tv = _fit._nested_se(fs)
+        assert m == pytest.approx(np.concatenate(fs).mean()) and len(mm) == 3
+        means.append(m), se2.append(se ** 2), mc2.append(mc ** 2)
+    means, se2, mc2 = map(np.asarray, (means, se2, mc2))
+    truth_var = sa ** 2 * sum((n / N) ** 2 for n in sizes) + sb ** 2 / N
+    assert abs(means.var() / truth_var - 1) < 0.1, (means.var(), truth_var)
+    # the member part is floored at 0 (a 2-dof variance estimate less the pair share is often
+    # negative), which biases se^2 up, here by ~15%: conservative, never below the truth by > 10%
+    assert -0.1 < se2.mean() / truth_var - 1 < 0.25, (se2.mean(), truth_var)
+    assert abs(mc2.mean() / (sb ** 2 / N) - 1) < 0.1 and mc2.mean() < 0.7 * truth_var
+    assert np.mean(np.abs(means) < 2 * np.sqrt(se2)) > 0.88
+    one = _fit._nested_se([np.arange(5.0)])
+    assert one[1] == one[2] == pytest.approx(np.arange(5.0).std(ddof=1) / np.sqrt(5)) and one[4] == 0.0
+
+
+def test_crossfit_combination_stubbed(stubbed, monkeypatch):
+    # Member k is evaluated on fold k only: the value is the mean over ALL pairs, each counted once,
+    # and the member offsets show up in the training part of the error.
+    offsets = {"gap": iter([0.0, 0.1, 0.2]), "orthogonal": iter([0.0, 0.1, 0.2])}
+    calls = []
+
+    def fake_mi(key, model, x, r, *, form, **kw):
+        n = x.shape[0]
+        o = next(offsets[form])
+        if form == "gap":
+            calls.append((o, n))
+        per = 0.5 + o + 0.05 * np.sin(np.arange(n)) + (0.0 if form == "gap" else 0.01)
+        return Estimate(per.mean(), per.std(ddof=1) / np.sqrt(n), {"per_pair": per})
+
+    monkeypatch.setattr(_fit, "mutual_information", _both_forms(fake_mi))
+    x = np.random.default_rng(8).normal(size=(100, 1))
+    est = estimate(x, x, model=[_model(1, 1) for _ in range(3)], ensemble=3)
+    assert [n for _, n in calls] == [34, 33, 33] and est.info["n_heldout"] == 100
+    allv = np.concatenate([0.5 + o + 0.05 * np.sin(np.arange(n)) for o, n in calls])
+    assert est.value == pytest.approx(allv.mean())
+    assert est.info["training_stderr"] > 0.5 * 0.1 / np.sqrt(3) and est.stderr > est.info["mc_stderr"]
+    assert est.info["orthogonal"][0] == pytest.approx(allv.mean() + 0.01)
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3", None])
 def test_bad_ensemble(bad):
     x = np.random.default_rng(6).normal(size=(50, 1))
@@ -272,6 +338,8 @@ def test_bad_direction_and_validation():
         estimate(x, x, validation=1.0)
     with pytest.raises(ValueError, match="patience"):
         estimate(x, x, patience=0)
+    with pytest.raises(TypeError, match="crossfit"):
+        estimate(x, x, crossfit="yes")
     with pytest.raises(ValueError, match="model"):
         estimate(x, x, direction="both", model=_model(1, 1))
 
@@ -289,14 +357,17 @@ def test_ensemble_combination_stubbed(stubbed, monkeypatch):
         per = 0.5 + calls[-1] + 0.05 * np.sin(np.arange(n)) + (0.0 if form == "gap" else 0.01)
         return Estimate(per.mean(), per.std(ddof=1) / np.sqrt(n), {"per_pair": per})
 
-    monkeypatch.setattr(_fit, "mutual_information", fake_mi)
+    monkeypatch.setattr(_fit, "mutual_information", _both_forms(fake_mi))
     x = np.random.default_rng(8).normal(size=(100, 1))
     models = [_model(1, 1) for _ in range(3)]
-    est = estimate(x, x, model=models, ensemble=3)
+    est = estimate(x, x, model=models, ensemble=3, crossfit=False)
     mv = est.info["member_values"]["gap"]
     assert len(set(np.round(mv, 6))) == 3 and est.value == pytest.approx(mv.mean())
     assert est.stderr > est.info["mc_stderr"] and est.info["training_stderr"] > 0
-    assert est.stderr == pytest.approx(np.hypot(est.info["mc_stderr"], est.info["training_stderr"]))
+    assert est.info["statistical_stderr"] == pytest.approx(np.hypot(est.info["mc_stderr"], est.info["training_stderr"]))
+    # the forms differ by 0.01 on every pair (paired SE 0): half of it joins the error as the network part
+    assert est.info["form_stderr"] == pytest.approx(0.005)
+    assert est.stderr == pytest.approx(np.hypot(est.info["statistical_stderr"], 0.005))
     assert est.info["ensemble"] == 3 and len(est.info["models"]) == 3
 
 

@@ -40,7 +40,9 @@ def test_estimate_from_data_only():
     assert isinstance(est, E.Estimate)
     value, info = est.value, est.info
     assert abs(value - truth) / truth < 0.1, (value, truth)
-    assert info["n_heldout"] == 1000 and est.stderr > 0
+    # cross-fitted (the default): every one of the 5000 pairs evaluated once, by the member that did not see it
+    assert info["crossfit"] and info["n_heldout"] == 5000 and est.stderr > 0
+    assert sorted(np.concatenate(info["folds"])) == list(range(5000))
 
 
 def test_estimate_bad_input():
