@@ -305,6 +305,40 @@ def additive_uniform_task(name: str, width: float) -> Task:
                 f"X ~ U(0,1), R = X + U(-{width / 2:g}, {width / 2:g})", params={"width": width})
 
 
+# ------------------------------------------------------------------ pointwise MI of a sample
+def _log_gauss(z, cov):
+    d = cov.shape[0]
+    q = np.einsum("ni,ij,nj->n", z, np.linalg.inv(cov), z)
+    return -0.5 * (d * np.log(2 * np.pi) + np.linalg.slogdet(cov)[1] + q)
+
+
+def _log_student(z, cov, nu):
+    d = cov.shape[0]
+    q = np.einsum("ni,ij,nj->n", z, np.linalg.inv(cov), z)
+    return (gammaln((nu + d) / 2) - gammaln(nu / 2) - d / 2 * np.log(nu * np.pi)
+            - 0.5 * np.linalg.slogdet(cov)[1] - (nu + d) / 2 * np.log1p(q / nu))
+
+
+def pointwise_mi(task: Task, seed: int, n: int) -> np.ndarray:
+    """``log p(x, r) / (p(x) p(r))`` of each of the ``n`` pairs ``task.sample(seed, n)`` draws: its mean
+    is the MI of that sample (the truth plus the sample's own scatter, ``sd / sqrt(n)``).
+
+    Transformed tasks use their base task's draws: an invertible map of each variable leaves the
+    pointwise MI of every pair unchanged."""
+    base = task
+    while base.base is not None:
+        base = base.base
+    x, r = base.sample(seed, n)
+    if base.family == "additive_uniform":
+        return additive_uniform_logratio(x, r, base.params["width"])
+    cov, dx = base.params["cov"], base.dim_x
+    z = np.concatenate([x, r], 1)
+    if "dof" in base.params:
+        nu = base.params["dof"]
+        return _log_student(z, cov, nu) - _log_student(x, cov[:dx, :dx], nu) - _log_student(r, cov[dx:, dx:], nu)
+    return _log_gauss(z, cov) - _log_gauss(x, cov[:dx, :dx]) - _log_gauss(r, cov[dx:, dx:])
+
+
 # ------------------------------------------------------------------ the suite
 def _build() -> list[Task]:
     g11 = gaussian_task("gauss-1x1", sparse_cov(1, 1, 0.75, 1), 1, "1-D pair, rho = 0.75")
