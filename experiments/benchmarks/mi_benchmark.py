@@ -45,7 +45,8 @@ def run_ours(x, r, transform, steps, seed):
     return {"value": float(est.value), "stderr": float(est.stderr), "seconds": time.perf_counter() - t0,
             "error": None, "gap": [float(v) for v in i["gap"]], "orthogonal": [float(v) for v in i["orthogonal"]],
             "mc_stderr": float(i["mc_stderr"]), "training_stderr": float(i["training_stderr"]),
-            "form_stderr": float(i.get("form_stderr", 0.0)), "crossfit": bool(i.get("crossfit", False))}
+            "form_stderr": float(i.get("form_stderr", 0.0)), "crossfit": bool(i.get("crossfit", False)),
+            "form": i.get("form"), "correction": float(i.get("correction", 0.0))}
 
 
 def run_peer(python, name, npz, steps, seed, timeout):
@@ -107,11 +108,15 @@ def plot(rows, estimators, path):
     fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3.2), squeeze=False)
     top = max([r["truth"] for r in rows] + [1.0]) * 1.3
     for ax, e in zip(axes[0], estimators):
-        t = [r["truth"] for r in rows if r["results"].get(e, {}).get("value") is not None]
-        v = [r["results"][e]["value"] for r in rows if r["results"].get(e, {}).get("value") is not None]
+        done = [r for r in rows if r["results"].get(e, {}).get("value") is not None]
+        t = [r["truth"] for r in done]
+        v = [r["results"][e]["value"] for r in done]
+        se = [2 * (r["results"][e].get("stderr") or 0.0) for r in done]
         ax.plot([0, top], [0, top], "k-", lw=0.8)
-        ax.fill_between([0, top], [0, 0.9 * top], [0, 1.1 * top], color="0.85")
-        ax.scatter(t, v, s=14)
+        ax.fill_between([0, top], [0, 0.9 * top], [0, 1.1 * top], color="0.85", label="truth ± 10%")
+        ax.errorbar(t, v, yerr=se if any(se) else None, fmt="o", ms=3.5, elinewidth=0.8,
+                    label="estimate ± 2 SE" if any(se) else "estimate (no SE)")
+        ax.legend(fontsize=6, loc="upper left")
         ax.set_title(e, fontsize=9)
         ax.set_xlabel("true MI (nats)")
         ax.set_xlim(0, top)

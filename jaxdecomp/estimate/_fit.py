@@ -108,7 +108,8 @@ def _zero(notes, info, why):
     notes.append(why)
     info.update(model=None, losses=None, raw_value=0.0, clipped=False, orthogonal=None, gap=None,
                 form_disagreement_se=None, diagnostic=None, models=None, member_values=None, mc_stderr=0.0,
-                training_stderr=0.0, directions=None, validation=None)
+                training_stderr=0.0, form_stderr=0.0, statistical_stderr=0.0, correction=0.0,
+                directions=None, validation=None)
     return Estimate(0.0, 0.0, info)
 
 
@@ -318,7 +319,7 @@ def _member_list(model, K: int, shape, n_cond: int, key, what: str, gaussian_bas
 
 # ------------------------------------------------------------------ the estimator
 def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, holdout: float = 0.2,
-             levels: Levels | None = None, form: str = "gap", n_noise: int = 4, transform: str = "auto",
+             levels: Levels | None = None, form: str = "corrected", n_noise: int = 4, transform: str = "auto",
              checkpoint_dir=None, ensemble: int = ENSEMBLE, direction: str = "x|r",
              early_stopping: bool = True, validation: float = 0.1, eval_every: int | None = None,
              patience: int = 5, gaussian_baseline: bool = True, crossfit: bool = True) -> Estimate:
@@ -330,10 +331,24 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
     into ``K`` folds, member ``k`` is trained on the other folds and evaluated on fold ``k``: EVERY
     pair is evaluated once, by a network that did not see it. Without cross-fitting (``crossfit=False``,
     ``ensemble=1`` or ``checkpoint_dir``) all members train on a ``1 - holdout`` share and are
-    evaluated on the same held-out ``holdout`` share. The default ``form="gap"`` is the less biased of the two with trained
-    networks: in ``experiments/trained_vs_exact.py`` (10,000 pairs, 8,000 steps on CPU) the gap
-    form was within 2.5% of the truth and the orthogonal form 3-6% high, because network errors
-    add to ``|eps_c - eps_u|^2`` but partly cancel in a difference of errors.
+    evaluated on the same held-out ``holdout`` share.
+
+    form (default ``"corrected"``): which combination of the two forms of :func:`mutual_information` is
+    the value. Write the conditional network's error ``delta_c`` (``eps_hat_c - eps*_c``), the
+    unconditional one's ``delta_u`` and the true difference ``Delta* = eps*_c - eps*_u``; per level, the
+    gap form is ``T + E|delta_u|^2 - E|delta_c|^2`` and the orthogonal form ``T + E|delta_c - delta_u|^2 +
+    2 E[Delta* . (delta_c - delta_u)]``. With an unconditional network much better than the conditional
+    one (``delta_u ~ 0``: it solves the easier problem, from the same weights) the gap form is LOW by
+    ``n = E|delta_c|^2 >= 0``, and the orthogonal excess ``D = orthogonal - gap = 2 n + 2 s`` with ``s =
+    E[Delta* . delta_c]``, which is ``<= 0`` when the network under-fits (shrinks its conditional
+    prediction towards the unconditional one). Hence ``n >= D / 2``: when ``D > 0`` the truth is at least
+    ``gap + D / 2`` (the midpoint of the forms), and it is at least ``gap`` always. ``"corrected"``
+    returns that tighter lower bound, ``gap + max(0, D') / 2`` with ``D'`` the excess beyond its own
+    paired noise (``sqrt(max(0, D^2 - se_D^2))``, so a disagreement within noise adds nothing); the
+    added amount is ``info["correction"]``. What it cannot see is the under-fitting ``-s`` (both forms
+    low alike). ``"gap"`` (the default before 2026-12-05) and ``"orthogonal"`` return one form. On the
+    25-task suite of ``experiments/benchmarks/mi_benchmark.py`` the truth was never below both forms,
+    and above the midpoint or between it and the orthogonal form where the forms differed (BENCHMARKS.md).
 
     Invariance (``transform``). I(R;X) is unchanged by any invertible map of ``x`` or of ``r``, but a
     denoiser trained on a fixed log-SNR range is not: raw units matter. So both are transformed first.
@@ -453,14 +468,15 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
     Returns :class:`~jaxdecomp.estimate.Estimate`: ``value`` (nats, never negative) and ``stderr`` as
     floats, and ``info``. ``stderr = sqrt(mc^2 + training^2 + form^2)``: Monte Carlo, training
     variability (``ensemble > 1``; see above) and ``form = sqrt(max(0, D^2 - se_D^2)) / 2``, half the
-    gap / orthogonal difference ``D`` beyond its own paired noise ``se_D``. With exact denoisers the
-    two forms agree in expectation; a network's estimation error pushes the orthogonal form up and
-    the gap form down by about the same amount, so ``D / 2`` is a scale of the error the network
-    adds. It does NOT cover an error that lowers both forms alike (a network that misses part of
-    the dependence, e.g. the benchmark's Student-t tasks, 6-11% low with the forms agreeing): no
+    gap / orthogonal difference ``D`` beyond its own paired noise ``se_D``: the size of the correction
+    (above), whose own accuracy rests on the error model; with the "corrected" form the statistical
+    part is the larger of the gap form's and the midpoint's when a correction is made. It does NOT
+    cover an under-fit that lowers both forms alike (a network that misses part of the dependence,
+    e.g. the benchmark's student-dof1 and additive-uniform tasks, 7-9% low with the forms close): no
     internal check sees that. ``info``:
 
-    * ``raw_value``: the selected form's estimate before clipping; ``clipped``: True when it was
+    * ``form``; ``correction`` (``"corrected"``: what was added to the gap form, else 0);
+      ``raw_value``: the selected form's estimate before clipping; ``clipped``: True when it was
       negative and ``value`` was set to 0 (``stderr`` is kept: a raw value within about 2 stderr
       of 0 is consistent with no information, one far below 0 means the network failed).
     * ``gap`` / ``orthogonal``: ``(value, stderr)`` of both forms on the same held-out pairs and
@@ -479,8 +495,8 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
     """
     if transform not in TRANSFORMS:
         raise ValueError(f"transform: expected one of {TRANSFORMS}, got {transform!r}")
-    if form not in ("orthogonal", "gap"):
-        raise ValueError(f"form: expected 'orthogonal' or 'gap', got {form!r}")
+    if form not in ("corrected", "gap", "orthogonal"):
+        raise ValueError(f"form: expected 'corrected', 'gap' or 'orthogonal', got {form!r}")
     ensemble = _check_count("ensemble", ensemble, 1)
     if direction not in DIRECTIONS:
         raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
@@ -666,22 +682,37 @@ def estimate(x, r, *, key=None, model=None, config: TrainConfig | None = None, h
                       f"{z:+.1f} standard errors: with exact denoisers they agree in expectation, so a network "
                       "bias shared by the members (not in stderr) exceeds the error bars; train longer, on "
                       "more pairs, or try direction='r|x' / 'both'")
-    raw, stderr = pairs_out[form]
     # the network's share of the error that the forms reveal: with exact denoisers they agree in
     # expectation, and a network's estimation error moves them apart (orthogonal up by about E|delta|^2,
     # gap down by about as much), so half their difference beyond its own noise is a scale of that error
     sys_var = max(0.0, float(d_mean) ** 2 - float(d_se) ** 2) / 4
+    correction = 0.0
+    if form == "corrected":
+        # the gap form's deficit E|delta_c|^2 is at least half the orthogonal excess (docstring):
+        # added when the orthogonal form is above the gap form beyond their paired noise
+        correction = float(np.sqrt(sys_var)) if d_mean < 0 else 0.0
+        use = "gap"
+        if correction > 0:      # the value moves towards the midpoint: take the larger statistical error
+            mid = ([0.5 * (g + o) for g, o in zip(fk["gap"], fk["orthogonal"])] if cf
+                   else 0.5 * (fk["gap"] + fk["orthogonal"]))
+            summary["midpoint"] = se_of(mid)
+            use = max(("gap", "midpoint"), key=lambda f: summary[f][1])
+        raw, stderr = pairs_out["gap"][0] + correction, summary[use][1]
+        _, _, mc, member_means, train_var = summary[use]
+        summary.pop("midpoint", None)
+    else:
+        raw, stderr = pairs_out[form]
+        _, _, mc, member_means, train_var = summary[form]
     stat_stderr = stderr
     stderr = float(np.sqrt(stderr ** 2 + sys_var))
     clipped = raw < 0
     if clipped:
         notes.append(f"the {form} form gave {raw:.4g} +/- {stderr:.2g} nats (negative); value clipped to 0")
-    _, _, mc, member_means, train_var = summary[form]
     single = dirs[0]
     info.update(model=trained[single][0] if len(dirs) == 1 else {d: trained[d][0] for d in dirs},
                 models=trained[single] if len(dirs) == 1 else trained,
                 losses=losses[single] if len(dirs) == 1 else losses,
-                raw_value=raw, clipped=bool(clipped),
+                raw_value=raw, clipped=bool(clipped), form=form, correction=correction,
                 gap=pairs_out["gap"], orthogonal=pairs_out["orthogonal"], form_disagreement_se=z,
                 diagnostic=diagnostic, ensemble=ensemble, direction=direction,
                 member_values={f: summary[f][3] for f in summary}, mc_stderr=mc,

@@ -6,6 +6,7 @@ test says otherwise, 16 quadrature levels); the trained calls are cached per mod
 not-slow tests of this file in 297 s on 2 CPU cores shared with other jobs.
 """
 
+import itertools
 import types
 
 import jax
@@ -69,7 +70,10 @@ def test_gaussian_truth_and_both_forms(base):
     assert isinstance(base, Estimate) and base.stderr > 0
     assert abs(base.value - TRUTH) < 3 * base.stderr + 0.2 * TRUTH, (base.value, base.stderr)
     info = base.info
-    assert info["gap"][0] == pytest.approx(info["raw_value"]) and not info["clipped"]
+    # the corrected form: the gap form plus at most half the orthogonal excess, never less than the gap form
+    excess = info["orthogonal"][0] - info["gap"][0]
+    assert info["form"] == "corrected" and 0 <= info["correction"] <= max(0.0, excess) / 2 + 1e-12
+    assert info["raw_value"] == pytest.approx(info["gap"][0] + info["correction"]) and not info["clipped"]
     assert info["orthogonal"][0] > 0 and np.isfinite(info["form_disagreement_se"])
     assert (info["diagnostic"] is None) == (abs(info["form_disagreement_se"]) <= _fit.DISAGREEMENT_SE)
     assert info["n_train"] == 1600 and info["n_heldout"] == 400
@@ -190,8 +194,11 @@ def test_negative_is_clipped_and_flagged(stubbed):
     x = rng.normal(size=(100, 2))
     est = estimate(x, x[:, :1], model=_model(2, 1))
     assert est.value == 0.0 and est.info["clipped"] is True
-    assert est.info["raw_value"] == pytest.approx(-0.3) and est.stderr > 0
-    assert est.info["orthogonal"][0] == pytest.approx(0.2)
+    # the forms differ by 0.5 on every pair (paired SE 0): the corrected value is gap + 0.25, still negative
+    assert est.info["raw_value"] == pytest.approx(-0.05) and est.info["correction"] == pytest.approx(0.25)
+    assert est.stderr > 0 and est.info["orthogonal"][0] == pytest.approx(0.2)
+    gap = estimate(x, x[:, :1], model=_model(2, 1), form="gap")
+    assert gap.info["raw_value"] == pytest.approx(-0.3) and gap.info["correction"] == 0.0 and gap.info["clipped"]
     assert est.info["form_disagreement_se"] < -_fit.DISAGREEMENT_SE and "disagree" in est.info["diagnostic"]
     ortho = estimate(x, x[:, :1], model=_model(2, 1), form="orthogonal")
     assert ortho.value == pytest.approx(0.2) and ortho.info["clipped"] is False
@@ -302,7 +309,7 @@ def test_nested_se_is_calibrated():
 def test_crossfit_combination_stubbed(stubbed, monkeypatch):
     # Member k is evaluated on fold k only: the value is the mean over ALL pairs, each counted once,
     # and the member offsets show up in the training part of the error.
-    offsets = {"gap": iter([0.0, 0.1, 0.2]), "orthogonal": iter([0.0, 0.1, 0.2])}
+    offsets = {"gap": itertools.cycle([0.0, 0.1, 0.2]), "orthogonal": itertools.cycle([0.0, 0.1, 0.2])}
     calls = []
 
     def fake_mi(key, model, x, r, *, form, **kw):
@@ -318,9 +325,38 @@ def test_crossfit_combination_stubbed(stubbed, monkeypatch):
     est = estimate(x, x, model=[_model(1, 1) for _ in range(3)], ensemble=3)
     assert [n for _, n in calls] == [34, 33, 33] and est.info["n_heldout"] == 100
     allv = np.concatenate([0.5 + o + 0.05 * np.sin(np.arange(n)) for o, n in calls])
-    assert est.value == pytest.approx(allv.mean())
+    # orthogonal = gap + 0.01 on every pair (paired SE 0): the corrected value adds half of it
+    assert est.value == pytest.approx(allv.mean() + 0.005) and est.info["correction"] == pytest.approx(0.005)
     assert est.info["training_stderr"] > 0.5 * 0.1 / np.sqrt(3) and est.stderr > est.info["mc_stderr"]
     assert est.info["orthogonal"][0] == pytest.approx(allv.mean() + 0.01)
+    calls.clear()
+    gap = estimate(x, x, model=[_model(1, 1) for _ in range(3)], ensemble=3, form="gap")
+    assert gap.value == pytest.approx(allv.mean()) and gap.info["correction"] == 0.0
+    assert gap.stderr == pytest.approx(est.stderr)      # the same per-pair spread; the same form term
+
+
+@pytest.mark.parametrize("shift, corrected", [(-0.02, False), (0.0, False), (0.02, True)])
+def test_correction_only_for_an_orthogonal_excess_beyond_noise(stubbed, monkeypatch, shift, corrected):
+    # orthogonal = gap + shift + zero-mean noise (sd 0.05) per pair; 60 held-out pairs of 300, so the
+    # paired SE of the difference is about 0.05 / sqrt(60) = 0.0065: shift 0 gives D = 0 exactly and
+    # +/-0.02 is ~3 SE away. Only an orthogonal excess above noise is added, sqrt(D^2 - se_D^2) / 2.
+    def fake_mi(key, model, x, r, *, form, **kw):
+        n = x.shape[0]
+        base = 0.4 + 0.1 * np.cos(np.arange(n))
+        noise = np.random.default_rng(11).normal(0, 0.05, n)
+        return Estimate(0.0, 0.0, {"per_pair": base if form == "gap" else base + shift + noise - noise.mean()})
+
+    monkeypatch.setattr(_fit, "mutual_information", _both_forms(fake_mi))
+    x = np.random.default_rng(12).normal(size=(300, 1))
+    est = estimate(x, x, model=_model(1, 1), ensemble=1)
+    i = est.info
+    d = i["orthogonal"][0] - i["gap"][0]
+    assert (i["correction"] > 0) == corrected
+    if corrected:
+        assert i["correction"] == pytest.approx(i["form_stderr"]) and 0 < i["correction"] < d / 2
+        assert est.value == pytest.approx(i["gap"][0] + i["correction"])
+    else:
+        assert est.value == pytest.approx(i["gap"][0])
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3", None])
@@ -362,7 +398,7 @@ def test_ensemble_combination_stubbed(stubbed, monkeypatch):
     models = [_model(1, 1) for _ in range(3)]
     est = estimate(x, x, model=models, ensemble=3, crossfit=False)
     mv = est.info["member_values"]["gap"]
-    assert len(set(np.round(mv, 6))) == 3 and est.value == pytest.approx(mv.mean())
+    assert len(set(np.round(mv, 6))) == 3 and est.value == pytest.approx(mv.mean() + 0.005)
     assert est.stderr > est.info["mc_stderr"] and est.info["training_stderr"] > 0
     assert est.info["statistical_stderr"] == pytest.approx(np.hypot(est.info["mc_stderr"], est.info["training_stderr"]))
     # the forms differ by 0.01 on every pair (paired SE 0): half of it joins the error as the network part
